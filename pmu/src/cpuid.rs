@@ -230,10 +230,10 @@ impl fmt::Display for ArchPerfmon {
 mod tests {
     use super::*;
 
-    /// Values read off Bochs 2.7 `cpu: model=tigerlake` (REFERENCE.md §5):
-    /// v5, 8 GP x 48, fixed ECX=0xF, 4 contiguous x 48.
+    /// CPUID.0AH as perfvisor's boot report printed it in Bochs 2.7,
+    /// `cpu: model=tigerlake`: v5, 8 GP x 48, ECX=0xF, 4 contiguous x 48.
     const BOCHS_TIGERLAKE: CpuidRegs = CpuidRegs::new(0x0830_0805, 0, 0xf, 0x8604);
-    /// Bochs `corei7_skylake_x`: v4, 4 GP x 48, 3 fixed x 48.
+    /// The same for `corei7_skylake_x`: v4, 4 GP x 48, 3 fixed x 48.
     const BOCHS_SKYLAKE_X: CpuidRegs = CpuidRegs::new(0x0730_0404, 0, 0, 0x0603);
 
     #[test]
@@ -254,10 +254,9 @@ mod tests {
         assert_eq!(p.version, 4);
         assert_eq!((p.gp_counters, p.gp_width), (4, 48));
         assert_eq!(p.fixed, FixedCounterSet(0x7));
-        assert_eq!(
-            p.to_string().split(',').nth(2).unwrap().trim(),
-            "fixed counters {0,1,2} x 48 bits"
-        );
+        assert!(p
+            .to_string()
+            .starts_with("version 4, 4 GP counters x 48 bits, fixed counters {0,1,2} x 48 bits"));
     }
 
     #[test]
