@@ -27,9 +27,14 @@ const BOOTLOADER_CONFIG: BootloaderConfig = {
     // All of physical memory, mapped at an offset the bootloader picks:
     // VMXON regions, VMCSs and EPT tables are addressed physically.
     config.mappings.physical_memory = Some(Mapping::Dynamic);
+    // A fixed base so a debugger can place the symbols (`cargo xtask qemu --gdb`).
+    config.mappings.kernel_base = Mapping::FixedAddress(KERNEL_BASE);
     config.kernel_stack_size = 256 * 1024;
     config
 };
+
+/// Where the bootloader loads the (position-independent) kernel image.
+pub const KERNEL_BASE: u64 = 0xffff_8000_0000_0000;
 
 entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 
@@ -54,7 +59,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     if let Some(level) = config.log_level {
         serial::init_logger(level);
     }
-    info!("boot: log level {}", log::max_level());
+    info!(
+        "boot: log level {}, kernel image at {:#x}",
+        log::max_level(),
+        boot_info.kernel_image_offset
+    );
 
     let Some(phys_offset) = boot_info.physical_memory_offset.into_option() else {
         verdict::fail("the bootloader did not map physical memory");

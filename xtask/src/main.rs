@@ -1,1 +1,130 @@
-fn main() {}
+//! `cargo xtask`: perfvisor's developer CLI. Run `cargo xtask help`.
+
+mod bench;
+mod commands;
+mod images;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+/// Errors are one readable message for the user.
+pub type Fallible<T> = Result<T, String>;
+
+const HELP: &str = "\
+cargo xtask <command> [options]
+
+  build                       build the kernel (target/x86_64-unknown-none/release/hypervisor)
+  image [--bios|--uefi] [-o PATH] [--config FILE]
+                              build a disk image (both firmwares when neither flag is given)
+  run [--emulator auto|qemu|bochs] [--firmware bios|uefi] [--cpu MODEL]
+      [--config FILE] [--msrs FILE] [--timeout SECS]
+                              boot perfvisor, stream its serial console, exit with its verdict
+                              (auto: QEMU/KVM when this host can really run a VMX guest, else Bochs;
+                              MODEL is a Bochs CPU model, default tigerlake, or a QEMU -cpu value)
+  qemu [--gdb] [--tcg] [--firmware bios|uefi] [--config FILE]
+                              boot in QEMU: KVM with nested VMX and the PMU when usable, else TCG;
+                              --gdb waits for gdb on :1234 and prints how to attach
+  bochs [--cpu MODEL] [--firmware bios|uefi] [--msrs FILE] [--config FILE] [--timeout SECS]
+                              boot in Bochs (bochsrc written for you; console echoed)
+  test [--filter TEXT] [--no-host] [--jobs N]
+                              host unit tests + end-to-end boots; last line `N passed, N failed`
+  bench boot [--runs N]       median seconds to the first console line and to VMX root
+  help                        this text
+
+Boot configs (--config) are text files: `log=debug`, `selftest=panic` (see hypervisor/src/config.rs).
+Exit codes: 0 pass, 1 fail, 2 usage or setup error.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        println!("{HELP}");
+        return ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "build" => commands::build(rest),
+        "image" => commands::image(rest),
+        "run" => commands::run(rest),
+        "qemu" => commands::qemu(rest),
+        "bochs" => commands::bochs(rest),
+        "test" => test::test(rest),
+        "bench" => bench::bench(rest),
+        "help" | "--help" | "-h" => {
+            println!("{HELP}");
+            Ok(true)
+        }
+        other => Err(format!("unknown command {other:?}\n\n{HELP}")),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The workspace root (xtask's manifest is one level down).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command, turning a non-zero exit into an error naming `what`.
+pub fn run_checked(cmd: &mut Command, what: &str) -> Fallible<()> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{what}: could not start {:?}: {e}", cmd.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+/// A tiny option parser: `--flag`, `--key value`, `-o value`.
+pub struct Options {
+    args: Vec<String>,
+}
+
+impl Options {
+    pub fn new(args: &[String]) -> Self {
+        Self {
+            args: args.to_vec(),
+        }
+    }
+
+    /// Removes `--name` if present.
+    pub fn flag(&mut self, name: &str) -> bool {
+        let before = self.args.len();
+        self.args.retain(|a| a != name);
+        before != self.args.len()
+    }
+
+    /// Removes `--name VALUE` and returns VALUE.
+    pub fn value(&mut self, names: &[&str]) -> Fallible<Option<String>> {
+        let Some(i) = self.args.iter().position(|a| names.contains(&a.as_str())) else {
+            return Ok(None);
+        };
+        if i + 1 >= self.args.len() {
+            return Err(format!("{} needs a value", self.args[i]));
+        }
+        let value = self.args.remove(i + 1);
+        self.args.remove(i);
+        Ok(Some(value))
+    }
+
+    /// Everything must have been consumed.
+    pub fn finish(self) -> Fallible<()> {
+        match self.args.first() {
+            None => Ok(()),
+            Some(a) => Err(format!(
+                "unexpected argument {a:?} (see `cargo xtask help`)"
+            )),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! `build`, `image`, `run`, `qemu`, `bochs`.
+
+use crate::images::{self, build_dir, kernel_elf, Builder};
+use crate::setup;
+use crate::{Fallible, Options};
+use perfvisor_runner::boot::{boot, BootSpec, Verdict};
+use perfvisor_runner::emulator::{Emulator, Firmware};
+use perfvisor_runner::kvm;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The Bochs CPU model used unless `--cpu` says otherwise: PMU v5.
+pub const DEFAULT_BOCHS_MODEL: &str = "tigerlake";
+
+pub fn build(args: &[String]) -> Fallible<bool> {
+    Options::new(args).finish()?;
+    setup::ensure_kernel_target()?;
+    images::build_kernel()?;
+    println!("kernel: {}", kernel_elf().display());
+    Ok(true)
+}
+
+pub fn image(args: &[String]) -> Fallible<bool> {
+    let mut o = Options::new(args);
+    let bios = o.flag("--bios");
+    let uefi = o.flag("--uefi");
+    let out = o.value(&["-o", "--output"])?.map(PathBuf::from);
+    let config = read_config(o.value(&["--config"])?)?;
+    o.finish()?;
+    let firmwares: Vec<Firmware> = match (bios, uefi) {
+        (true, false) => vec![Firmware::Bios],
+        (false, true) => vec![Firmware::Uefi],
+        _ => vec![Firmware::Bios, Firmware::Uefi],
+    };
+    if out.is_some() && firmwares.len() != 1 {
+        return Err("-o needs exactly one of --bios or --uefi".into());
+    }
+    let builder = Builder::new()?;
+    for firmware in firmwares {
+        let built = builder.image(firmware, config.as_deref())?;
+        let path = match &out {
+            Some(p) => {
+                std::fs::copy(&built, p).map_err(|e| format!("copying to {}: {e}", p.display()))?;
+                p.clone()
+            }
+            None => built,
+        };
+        println!("{} image: {}", firmware.name(), path.display());
+    }
+    Ok(true)
+}
+
+fn read_config(path: Option<String>) -> Fallible<Option<String>> {
+    path.map(|p| std::fs::read_to_string(&p).map_err(|e| format!("boot config {p}: {e}")))
+        .transpose()
+}
+
+fn parse_firmware(o: &mut Options) -> Fallible<Firmware> {
+    match o.value(&["--firmware"])? {
+        None => Ok(Firmware::Bios),
+        Some(f) => Firmware::parse(&f).ok_or(format!("--firmware takes bios or uefi, not {f:?}")),
+    }
+}
+
+fn parse_timeout(o: &mut Options, firmware: Firmware) -> Fallible<Duration> {
+    match o.value(&["--timeout"])? {
+        Some(s) => s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("--timeout takes whole seconds, not {s:?}")),
+        // Bochs+OVMF is the slowest boot (~17 s here).
+        None => Ok(Duration::from_secs(if firmware == Firmware::Uefi {
+            180
+        } else {
+            90
+        })),
+    }
+}
+
+/// Boots with the console streamed; exits with the verdict.
+fn boot_interactive(
+    emulator: Emulator,
+    firmware: Firmware,
+    image: PathBuf,
+    timeout: Duration,
+    gdb: bool,
+) -> Fallible<bool> {
+    let run_dir = build_dir().join("runs").join("interactive");
+    eprintln!(
+        "xtask: booting {} in {emulator} ({} firmware); console follows",
+        image.display(),
+        firmware.name()
+    );
+    let outcome = boot(&BootSpec {
+        emulator,
+        firmware,
+        image,
+        run_dir,
+        timeout,
+        echo: true,
+        gdb,
+        watch: Vec::new(),
+    })?;
+    eprintln!();
+    let files = outcome.run_dir.display();
+    match outcome.verdict {
+        Verdict::Pass => {
+            eprintln!(
+                "xtask: verdict PASS after {:.1} s (files in {files})",
+                outcome.elapsed.as_secs_f64()
+            );
+            Ok(true)
+        }
+        Verdict::Fail(reason) => {
+            eprintln!("xtask: verdict FAIL: {reason} (files in {files})");
+            Ok(false)
+        }
+        Verdict::Timeout => {
+            eprintln!(
+                "xtask: no verdict within {} s; stopped (files in {files})",
+                timeout.as_secs()
+            );
+            Ok(false)
+        }
+        Verdict::Broken(why) => {
+            eprintln!("xtask: the run ended without a usable verdict: {why}");
+            Ok(false)
+        }
+    }
+}
+
+/// QEMU/KVM if the probe boots into VMX root, else `Err(reason)`.
+fn kvm_usable(builder: &Builder) -> Fallible<Result<(), String>> {
+    let image = builder.image(Firmware::Bios, None)?;
+    Ok(kvm::probe(
+        &image,
+        &build_dir().join("runs").join("kvm-probe"),
+    ))
+}
+
+pub fn run(args: &[String]) -> Fallible<bool> {
+    let mut o = Options::new(args);
+    let choice = o.value(&["--emulator"])?.unwrap_or_else(|| "auto".into());
+    let firmware = parse_firmware(&mut o)?;
+    let cpu = o.value(&["--cpu"])?;
+    let config = read_config(o.value(&["--config"])?)?;
+    let msrs = o.value(&["--msrs"])?.map(PathBuf::from);
+    let timeout = parse_timeout(&mut o, firmware)?;
+    o.finish()?;
+    setup::ensure_emulators()?;
+    let builder = Builder::new()?;
+    let bochs = |cpu: Option<String>| Emulator::Bochs {
+        model: cpu.unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into()),
+        msrs: msrs.clone(),
+    };
+    let emulator = match choice.as_str() {
+        "bochs" => bochs(cpu),
+        "qemu" => match kvm_usable(&builder)? {
+            Ok(()) => Emulator::Qemu { kvm: true, cpu },
+            Err(why) => {
+                eprintln!("xtask: QEMU/KVM cannot run perfvisor here ({why}); using QEMU TCG, which has no VMX");
+                Emulator::Qemu { kvm: false, cpu }
+            }
+        },
+        "auto" => match kvm_usable(&builder)? {
+            Ok(()) => Emulator::Qemu { kvm: true, cpu },
+            Err(why) => {
+                eprintln!("xtask: QEMU/KVM cannot run perfvisor here ({why}); using Bochs, which emulates VMX");
+                bochs(cpu)
+            }
+        },
+        other => {
+            return Err(format!(
+                "--emulator takes auto, qemu or bochs, not {other:?}"
+            ))
+        }
+    };
+    let image = builder.image(firmware, config.as_deref())?;
+    boot_interactive(emulator, firmware, image, timeout, false)
+}
+
+pub fn qemu(args: &[String]) -> Fallible<bool> {
+    let mut o = Options::new(args);
+    let gdb = o.flag("--gdb");
+    let force_tcg = o.flag("--tcg");
+    let firmware = parse_firmware(&mut o)?;
+    let config = read_config(o.value(&["--config"])?)?;
+    let timeout = parse_timeout(&mut o, firmware)?;
+    o.finish()?;
+    setup::ensure_emulators()?;
+    let builder = Builder::new()?;
+    let kvm = if force_tcg {
+        false
+    } else {
+        match kvm_usable(&builder)? {
+            Ok(()) => true,
+            Err(why) => {
+                eprintln!("xtask: QEMU/KVM cannot run perfvisor here ({why}); using TCG (no VMX: expect the no-VMX verdict)");
+                false
+            }
+        }
+    };
+    let image = builder.image(firmware, config.as_deref())?;
+    if gdb {
+        eprintln!(
+            "xtask: QEMU waits for gdb on localhost:1234. In another terminal:\n    \
+             gdb -ex 'symbol-file -o 0xffff800000000000 {}' -ex 'target remote :1234'\n\
+             (the kernel is loaded at 0xffff800000000000; see KERNEL_BASE in hypervisor/src/main.rs)",
+            kernel_elf().display()
+        );
+    }
+    boot_interactive(
+        Emulator::Qemu { kvm, cpu: None },
+        firmware,
+        image,
+        timeout,
+        gdb,
+    )
+}
+
+pub fn bochs(args: &[String]) -> Fallible<bool> {
+    let mut o = Options::new(args);
+    let model = o
+        .value(&["--cpu"])?
+        .unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into());
+    let firmware = parse_firmware(&mut o)?;
+    let msrs = o.value(&["--msrs"])?.map(PathBuf::from);
+    let config = read_config(o.value(&["--config"])?)?;
+    let timeout = parse_timeout(&mut o, firmware)?;
+    o.finish()?;
+    setup::ensure_emulators()?;
+    let builder = Builder::new()?;
+    let image = builder.image(firmware, config.as_deref())?;
+    eprintln!(
+        "xtask: bochsrc and logs go to {}",
+        build_dir().join("runs/interactive").display()
+    );
+    boot_interactive(
+        Emulator::Bochs { model, msrs },
+        firmware,
+        image,
+        timeout,
+        false,
+    )
+}
