@@ -243,3 +243,74 @@ pub fn bochs(args: &[String]) -> Fallible<bool> {
         false,
     )
 }
+
+/// `cargo fmt --check` and `cargo clippy -D warnings` over every crate:
+/// the host crates, the kernel for its real target, and boot/ (nightly).
+pub fn lint(args: &[String]) -> Fallible<bool> {
+    Options::new(args).finish()?;
+    setup::ensure_kernel_target()?;
+    let nightly = setup::ensure_nightly()?;
+    let root = crate::workspace_root();
+    let boot = root.join("boot");
+    let cargo = |dir: &std::path::Path, toolchain: Option<&str>, args: &[&str]| {
+        let mut cmd = std::process::Command::new("cargo");
+        if let Some(t) = toolchain {
+            cmd.arg(format!("+{t}")).env_remove("RUSTUP_TOOLCHAIN");
+        }
+        cmd.args(args).current_dir(dir);
+        cmd
+    };
+    let checks: Vec<(&str, std::process::Command)> = vec![
+        (
+            "cargo fmt --check",
+            cargo(&root, None, &["fmt", "--all", "--check"]),
+        ),
+        (
+            "cargo fmt --check (boot/)",
+            cargo(&boot, None, &["fmt", "--check"]),
+        ),
+        (
+            "cargo clippy --workspace --all-targets",
+            cargo(
+                &root,
+                None,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            ),
+        ),
+        (
+            "cargo clippy (kernel, x86_64-unknown-none)",
+            cargo(
+                &root,
+                None,
+                &[
+                    "clippy",
+                    "-p",
+                    "hypervisor",
+                    "--target",
+                    setup::KERNEL_TARGET,
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            ),
+        ),
+        (
+            "cargo clippy (boot/)",
+            cargo(&boot, Some(&nightly), &["clippy", "--", "-D", "warnings"]),
+        ),
+    ];
+    let mut clean = true;
+    for (what, mut cmd) in checks {
+        let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+        println!("{} lint: {what}", if ok { "PASS" } else { "FAIL" });
+        clean &= ok;
+    }
+    Ok(clean)
+}

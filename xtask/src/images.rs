@@ -103,7 +103,10 @@ pub fn build_kernel() -> Fallible<()> {
 /// The image builder (boot/), built with the nightly its build script needs.
 fn build_boot_tool(nightly: &str) -> Fallible<PathBuf> {
     let boot = workspace_root().join("boot");
-    eprintln!("xtask: building the image tool with {nightly} (the first build compiles the bootloader: 2-3 min)");
+    let tool = boot.join("target/release/perfvisor-boot");
+    if !tool.exists() {
+        eprintln!("xtask: building the image tool with {nightly} (the first build compiles the bootloader: 2-3 min)");
+    }
     run_checked(
         Command::new("cargo")
             .arg(format!("+{nightly}"))
@@ -114,5 +117,5 @@ fn build_boot_tool(nightly: &str) -> Fallible<PathBuf> {
             .env_remove("RUSTUP_TOOLCHAIN"),
         "cargo build (boot/)",
     )?;
-    Ok(boot.join("target/release/perfvisor-boot"))
+    Ok(tool)
 }

@@ -30,6 +30,7 @@ cargo xtask <command> [options]
                               boot in Bochs (bochsrc written for you; console echoed)
   test [--filter TEXT] [--no-host] [--jobs N]
                               host unit tests + end-to-end boots; last line `N passed, N failed`
+  lint                        cargo fmt --check and clippy -D warnings over every crate
   bench boot [--runs N]       median seconds to the first console line and to VMX root
   help                        this text
 
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         "run" => commands::run(rest),
         "qemu" => commands::qemu(rest),
         "bochs" => commands::bochs(rest),
+        "lint" => commands::lint(rest),
         "test" => test::test(rest),
         "bench" => bench::bench(rest),
         "help" | "--help" | "-h" => {
