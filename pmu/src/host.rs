@@ -1,0 +1,182 @@
+//! Host PMU discovery: CPUID.0AH, CPUID.1:ECX.PDCM, IA32_PERF_CAPABILITIES
+//! and, when CPUID.(EAX=07H,ECX=1):EAX[8] enumerates it, leaf 23H
+//! (Architectural Performance Monitoring Extended, SDM vol. 2A CPUID).
+
+use crate::cpuid::{ArchPerfmon, CpuidRegs, FixedCounterSet};
+use crate::hw::PmuHardware;
+use crate::layout::{PmuLayout, MAX_FIXED, MAX_GP};
+use crate::msr::{
+    IA32_FIXED_CTR0, IA32_PERFEVTSEL0, IA32_PERF_GLOBAL_CTRL, IA32_PERF_GLOBAL_STATUS, IA32_PMC0,
+};
+use crate::PerfCapabilities;
+
+/// What the boot code read; everything else is derived.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostPmuInputs {
+    pub leaf_0a: CpuidRegs,
+    /// CPUID.1:ECX[15].
+    pub pdcm: bool,
+    /// IA32_PERF_CAPABILITIES; `None` when PDCM is clear or the read faulted.
+    pub perf_capabilities: Option<u64>,
+    /// Leaf 23H sub-leaves 0 and 1, when enumerated.
+    pub leaf_23: Option<[CpuidRegs; 2]>,
+}
+
+/// The host PMU as perfvisor sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostPmu {
+    pub arch: ArchPerfmon,
+    pub layout: PmuLayout,
+    /// GP counters by bitmap: contiguous from CPUID.0AH, or leaf 23H's.
+    pub gp_bitmap: u32,
+    /// PDCM is set but reading IA32_PERF_CAPABILITIES raised #GP.
+    pub perf_capabilities_faulted: bool,
+    /// Leaf 23H sub-leaf 1 was valid and used.
+    pub has_leaf_23: bool,
+}
+
+impl HostPmu {
+    pub fn discover(inputs: &HostPmuInputs) -> Self {
+        let arch = ArchPerfmon::decode(inputs.leaf_0a);
+        let caps_ok = inputs.pdcm && inputs.perf_capabilities.is_some();
+        let mut layout =
+            PmuLayout::from_cpuid(&arch, caps_ok, inputs.perf_capabilities.unwrap_or(0));
+        let mut gp_bitmap = (1u32 << arch.gp_counters.min(31)) - 1;
+        let mut has_leaf_23 = false;
+        // Sub-leaf 0 EAX: bitmap of valid sub-leaves; sub-leaf 1 (bit 1):
+        // EAX = GP counter bitmap, EBX = fixed counter bitmap.
+        if let Some([sub0, sub1]) = inputs.leaf_23 {
+            if sub0.eax & (1 << 1) != 0 {
+                has_leaf_23 = true;
+                gp_bitmap = sub1.eax;
+                layout.fixed =
+                    FixedCounterSet(sub1.ebx & FixedCounterSet::first(MAX_FIXED as u32).0);
+            }
+        }
+        // perfvisor addresses GP counters 0..n: a hole ends the usable run.
+        layout.gp_counters = (gp_bitmap.trailing_ones() as u8).min(MAX_GP as u8);
+        Self {
+            arch,
+            layout,
+            gp_bitmap,
+            perf_capabilities_faulted: inputs.pdcm && inputs.perf_capabilities.is_none(),
+            has_leaf_23,
+        }
+    }
+
+    pub fn perf_capabilities(&self) -> Option<PerfCapabilities> {
+        self.layout.pdcm.then_some(self.layout.perf_capabilities)
+    }
+
+    /// Reads the PMU MSRs CPUID promises (GLOBAL_CTRL/STATUS from v2, GP
+    /// counter and selector 0, fixed counter 0 when present). Returns the
+    /// first that raised #GP: a CPU (or emulator, like Bochs without an
+    /// `msrs=` file) that advertises a PMU it does not have.
+    pub fn first_faulting_msr(&self, hw: &mut impl PmuHardware) -> Option<u32> {
+        let l = &self.layout;
+        let mut probes = [0u32; 6];
+        let mut n = 0;
+        let mut push = |msr| {
+            probes[n] = msr;
+            n += 1;
+        };
+        if l.version >= 1 && l.gp_counters > 0 {
+            push(IA32_PMC0);
+            push(IA32_PERFEVTSEL0);
+        }
+        if l.version >= 2 {
+            push(IA32_PERF_GLOBAL_CTRL);
+            push(IA32_PERF_GLOBAL_STATUS);
+            if let Some(i) = l.fixed.iter().next() {
+                push(IA32_FIXED_CTR0 + i);
+            }
+        }
+        probes[..n]
+            .iter()
+            .copied()
+            .find(|&msr| hw.rdmsr(msr).is_err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(eax: u32, ecx: u32, edx: u32, caps: Option<u64>) -> HostPmuInputs {
+        HostPmuInputs {
+            leaf_0a: CpuidRegs::new(eax, 0, ecx, edx),
+            pdcm: true,
+            perf_capabilities: caps,
+            leaf_23: None,
+        }
+    }
+
+    /// Skylake-SP/X (family 6 model 0x55): CPUID.0AH as Bochs'
+    /// `corei7_skylake_x` (an i7-7800X) reports it in perfvisor's boot
+    /// report: v4, 4 GP x 48, 3 fixed x 48. PERF_CAPABILITIES: LBR format 3,
+    /// PEBS format 3, FW_WRITE — a Skylake-like value, not read off hardware.
+    #[test]
+    fn skylake_sp_v4() {
+        let h = HostPmu::discover(&inputs(0x0730_0404, 0, 0x0603, Some(0x2303)));
+        assert_eq!(h.layout.version, 4);
+        assert_eq!(h.layout.gp_counters, 4);
+        assert_eq!(h.layout.fixed, FixedCounterSet(0x7));
+        assert!(h.layout.fw_write());
+        assert!(!h.layout.perf_metrics());
+    }
+
+    /// Ice Lake (v5, 8 GP, fixed ECX=0xf, EDX 4 x 48 — as Bochs'
+    /// `corei7_icelake_u`/`tigerlake` report it), with PERF_CAPABILITIES
+    /// carrying PERF_METRICS (bit 15) and FW_WRITE as Ice Lake introduced them.
+    #[test]
+    fn ice_lake_v5_with_perf_metrics() {
+        let h = HostPmu::discover(&inputs(0x0830_0805, 0xf, 0x8604, Some(0xf4c5)));
+        assert_eq!((h.layout.version, h.layout.gp_counters), (5, 8));
+        assert_eq!(h.layout.fixed, FixedCounterSet(0xf));
+        assert!(h.layout.perf_metrics());
+        assert!(h.layout.anythread_deprecated);
+    }
+
+    /// A Sapphire Rapids-like host that enumerates leaf 23H: sub-leaf 1
+    /// says GP 0xff, fixed 0xf (fixed counter 3 = TOPDOWN.SLOTS). Values
+    /// built from the SDM's field layout, not read off hardware.
+    #[test]
+    fn sapphire_rapids_with_leaf_23() {
+        let mut i = inputs(0x0830_0805, 0xf, 0x8604, Some(0x1f4c5));
+        i.leaf_23 = Some([
+            CpuidRegs::new(0b11, 0, 0, 0),
+            CpuidRegs::new(0xff, 0xf, 0, 0),
+        ]);
+        let h = HostPmu::discover(&i);
+        assert!(h.has_leaf_23);
+        assert_eq!(h.gp_bitmap, 0xff);
+        assert_eq!(h.layout.fixed, FixedCounterSet(0xf));
+    }
+
+    /// A fixed-counter set with a hole (FC0-2, FC4-6; no FC3): the
+    /// Clearwater Forest layout described in seed 002 (ECX = 0x77, EDX[4:0] = 3).
+    #[test]
+    fn fixed_set_with_a_hole() {
+        let h = HostPmu::discover(&inputs(0x0830_0805, 0x77, 0x0603, Some(0x2000)));
+        assert_eq!(h.layout.fixed, FixedCounterSet(0x77));
+        assert!(!h.layout.perf_metrics(), "PERF_METRICS needs FC3");
+    }
+
+    #[test]
+    fn faulting_perf_capabilities_read_means_none() {
+        let h = HostPmu::discover(&inputs(0x0730_0404, 0, 0x0603, None));
+        assert!(h.perf_capabilities_faulted);
+        assert_eq!(h.perf_capabilities(), None);
+        assert!(!h.layout.fw_write());
+    }
+
+    #[test]
+    fn gp_bitmap_hole_ends_the_usable_counters() {
+        let mut i = inputs(0x0830_0805, 0xf, 0x8604, Some(0x2000));
+        i.leaf_23 = Some([
+            CpuidRegs::new(0b10, 0, 0, 0),
+            CpuidRegs::new(0b1011, 0xf, 0, 0),
+        ]);
+        assert_eq!(HostPmu::discover(&i).layout.gp_counters, 2);
+    }
+}

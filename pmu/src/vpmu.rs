@@ -1,0 +1,778 @@
+//! The mediated PMU engine: one guest context's PMU, its MSR policy, the
+//! emulation of every intercepted access, and the world switch.
+//!
+//! # The hardware states
+//! Between contexts the hardware PMU is *parked*: every counter, selector,
+//! FIXED_CTR_CTRL and GLOBAL_STATUS is 0, and GLOBAL_CTRL is 0 because the
+//! VM-exit control "load IA32_PERF_GLOBAL_CTRL" loads the host's 0. `load`
+//! therefore writes only non-zero values and needs no reads; `put` reads
+//! back what the context may have changed and parks the hardware again, so
+//! no value of one context is ever readable by another.
+//!
+//! # Per VM exit/entry
+//! Nothing: GLOBAL_CTRL is saved and loaded by the VMCS (SDM vol. 3C
+//! §25.7.1, §25.8.1: "save/load IA32_PERF_GLOBAL_CTRL"; a one-entry
+//! VM-exit MSR-store list where the save control is missing), everything
+//! else stays in the hardware while the guest's context is loaded. Zero PMU
+//! instructions per round trip, unless the hypervisor emulated an instruction
+//! a guest counter counts ([`VirtualPmu::account_retired`]).
+//!
+//! # Lazy counter pass-through
+//! A counter is *loaded* while its selector (or FIXED_CTR_CTRL field) is
+//! non-zero or its value is. Reads of a guest counter always pass through
+//! (an unloaded counter reads 0 in hardware, which is its value); writes pass
+//! through only once it is loaded, so the first write — the only way an
+//! unused counter becomes non-zero — is seen and loads it. Unused counters
+//! cost nothing at a switch.
+
+use crate::events::{ArchEvent, Ring};
+use crate::hw::{GpFault, PmuHardware, RDPMC_FIXED};
+use crate::layout::{evtsel, fixed_ctrl, status, PmuLayout, MAX_FIXED, MAX_GP};
+use crate::msr::{self, PmuReg};
+
+/// How perfvisor runs the guest's PMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Host PMU v4+: counters in hardware, GLOBAL_STATUS restored with STATUS_SET.
+    Mediated,
+    /// Host PMU v2/v3: counters in hardware, GLOBAL_STATUS kept in software
+    /// (there is no STATUS_SET to restore it; seed 003).
+    Fallback,
+    /// No guest PMU: CPUID.0AH = 0 and every PMU MSR #GPs.
+    Off,
+}
+
+/// Whether an access exits to the hypervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    PassThrough,
+    Intercept,
+}
+
+/// One MSR's routing, with why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsrPolicy {
+    pub msr: u32,
+    pub read: Access,
+    pub write: Access,
+    pub reason: &'static str,
+}
+
+/// Events the guest may count: applied to the selector values loaded into
+/// hardware (a denied event's selector is loaded with EN clear), while the
+/// guest reads back what it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventFilter {
+    /// `(event select, umask)` pairs.
+    pub events: [(u8, u8); 8],
+    pub len: usize,
+    /// true: only the listed events count; false: the listed events don't.
+    pub allow_list: bool,
+    /// Fixed counters the guest may enable (bit i = fixed counter i).
+    pub fixed_allowed: u32,
+}
+
+impl EventFilter {
+    /// Everything allowed.
+    pub const NONE: Self = Self {
+        events: [(0, 0); 8],
+        len: 0,
+        allow_list: false,
+        fixed_allowed: u32::MAX,
+    };
+
+    fn allows(&self, selector: u64) -> bool {
+        let key = (
+            (selector & evtsel::EVENT) as u8,
+            ((selector & evtsel::UMASK) >> 8) as u8,
+        );
+        self.events[..self.len].contains(&key) == self.allow_list
+    }
+
+    /// The selector value loaded into hardware.
+    pub fn hw_selector(&self, guest: u64) -> u64 {
+        if self.allows(guest) {
+            guest
+        } else {
+            guest & !evtsel::EN
+        }
+    }
+
+    /// The FIXED_CTR_CTRL value loaded into hardware.
+    pub fn hw_fixed_ctrl(&self, guest: u64) -> u64 {
+        (0..MAX_FIXED as u32)
+            .filter(|i| self.fixed_allowed & (1 << i) == 0)
+            .fold(guest, |v, i| v & !(fixed_ctrl::FIELD << (4 * i)))
+    }
+}
+
+/// The guest context's PMU.
+#[derive(Clone, Debug)]
+pub struct VirtualPmu {
+    guest: PmuLayout,
+    host: PmuLayout,
+    mode: Mode,
+    pub filter: EventFilter,
+    /// Selectors and FIXED_CTR_CTRL as the guest wrote them.
+    evtsel: [u64; MAX_GP],
+    fixed_ctrl: u64,
+    /// The guest's GLOBAL_CTRL: the VMCS guest-state field's value. The
+    /// hypervisor copies it into the VMCS before VM entry and back after
+    /// VM exit ([`VirtualPmu::on_vm_exit`]).
+    pub global_ctrl: u64,
+    /// Counter values while the context is not loaded.
+    pmc: [u64; MAX_GP],
+    fixed: [u64; MAX_FIXED],
+    perf_metrics: u64,
+    /// Mediated: GLOBAL_STATUS while not loaded. Fallback: the software
+    /// part of GLOBAL_STATUS, always (the guest sees it ORed with hardware's).
+    status: u64,
+    /// Counters in hardware during this load (GLOBAL_CTRL bit numbering).
+    loaded_counters: u64,
+    loaded: bool,
+    /// Hardware GLOBAL_STATUS may be non-zero (put must read it).
+    status_maybe_set: bool,
+}
+
+/// The context's counters are not loaded: an engine call that needs the
+/// hardware was made at the wrong time.
+const NOT_LOADED: &str = "the vPMU context must be loaded for this";
+
+impl VirtualPmu {
+    /// A guest PMU after reset (GLOBAL_CTRL = the GP enable bits).
+    /// `host` must have full-width writes for Mediated and Fallback: the
+    /// counters are restored through IA32_A_PMCx.
+    pub fn new(guest: PmuLayout, host: PmuLayout, mode: Mode) -> Self {
+        let guest = if mode == Mode::Off {
+            PmuLayout {
+                version: 0,
+                gp_counters: 0,
+                ..guest
+            }
+        } else {
+            guest
+        };
+        Self {
+            guest,
+            host,
+            mode,
+            filter: EventFilter::NONE,
+            evtsel: [0; MAX_GP],
+            fixed_ctrl: 0,
+            global_ctrl: if guest.version >= 2 {
+                guest.gp_mask()
+            } else {
+                0
+            },
+            pmc: [0; MAX_GP],
+            fixed: [0; MAX_FIXED],
+            perf_metrics: 0,
+            status: 0,
+            loaded_counters: 0,
+            loaded: false,
+            status_maybe_set: false,
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn guest_layout(&self) -> &PmuLayout {
+        &self.guest
+    }
+
+    /// The guest's counter layout equals the host's: GLOBAL_CTRL/STATUS/RESET
+    /// and RDPMC can go to hardware unchanged.
+    pub fn same_counters_as_host(&self) -> bool {
+        self.guest.counter_bits() == self.host.counter_bits()
+            && self.guest.gp_width == self.host.gp_width
+            && self.guest.fixed_width == self.host.fixed_width
+    }
+
+    /// RDPMC must exit: otherwise it would read host counters the guest lacks.
+    pub fn rdpmc_exiting(&self) -> bool {
+        self.mode == Mode::Off || !self.same_counters_as_host()
+    }
+
+    // ----- register existence and reserved bits, for the guest's layout -----
+
+    fn guest_has(&self, reg: PmuReg) -> bool {
+        let g = &self.guest;
+        let v = g.version;
+        match reg {
+            PmuReg::Pmc(i) | PmuReg::EventSelect(i) => v >= 2 && i < g.gp_counters,
+            PmuReg::FullWidthPmc(i) => v >= 2 && i < g.gp_counters && g.fw_write(),
+            PmuReg::Fixed(i) => v >= 2 && g.fixed.contains(u32::from(i)),
+            PmuReg::FixedCtrl | PmuReg::GlobalCtrl | PmuReg::GlobalStatus | PmuReg::StatusReset => {
+                v >= 2
+            }
+            PmuReg::StatusSet | PmuReg::Inuse => v >= 4,
+            PmuReg::PerfCapabilities => v >= 2 && g.pdcm,
+            PmuReg::PerfMetrics => v >= 2 && g.perf_metrics(),
+            // DEBUGCTL is switched by the VMCS, not by the vPMU.
+            PmuReg::DebugCtl => false,
+        }
+    }
+
+    /// Status bits other than the counters' that the guest's version defines.
+    fn status_flag_bits(&self) -> u64 {
+        match self.guest.version {
+            4.. => {
+                status::TRACE_TOPA_PMI
+                    | status::LBR_FRZ
+                    | status::CTR_FRZ
+                    | status::OVF_UNCORE
+                    | status::OVF_BUFFER
+            }
+            _ => status::OVF_BUFFER,
+        }
+    }
+
+    fn evtsel_writable(&self) -> u64 {
+        let anythread = if self.guest.anythread_allowed() {
+            evtsel::ANY_THREAD
+        } else {
+            0
+        };
+        (0xffff_ffff & !evtsel::ANY_THREAD) | anythread
+    }
+
+    fn fixed_ctrl_writable(&self) -> u64 {
+        let field = fixed_ctrl::OS
+            | fixed_ctrl::USR
+            | fixed_ctrl::PMI
+            | if self.guest.anythread_allowed() {
+                fixed_ctrl::ANY_THREAD
+            } else {
+                0
+            };
+        self.guest
+            .fixed
+            .iter()
+            .map(|i| field << (4 * i))
+            .fold(0, |a, b| a | b)
+    }
+
+    // ----- the MSR policy -----
+
+    /// How `msr` is routed now. Counter writes change from Intercept to
+    /// PassThrough when the counter is loaded: refresh the MSR bitmap after
+    /// every intercepted access and every `load`.
+    pub fn policy(&self, msr: u32) -> MsrPolicy {
+        use Access::{Intercept, PassThrough};
+        let rule = |read, write, reason| MsrPolicy {
+            msr,
+            read,
+            write,
+            reason,
+        };
+        let Some(reg) = PmuReg::decode(msr).filter(|&r| self.guest_has(r)) else {
+            return rule(
+                Intercept,
+                Intercept,
+                "absent for this guest: every access #GPs",
+            );
+        };
+        let counter_bit = match reg {
+            PmuReg::Pmc(i) | PmuReg::FullWidthPmc(i) => Some(u64::from(i)),
+            PmuReg::Fixed(i) => Some(32 + u64::from(i)),
+            _ => None,
+        };
+        let equal = self.same_counters_as_host();
+        match reg {
+            _ if counter_bit
+                .is_some_and(|b| self.loaded && self.loaded_counters & (1 << b) != 0) =>
+            {
+                rule(
+                    PassThrough,
+                    PassThrough,
+                    "a loaded counter: the hardware holds the guest's value",
+                )
+            }
+            _ if counter_bit.is_some() => rule(
+                PassThrough,
+                Intercept,
+                "an unloaded counter reads 0 in hardware, its value; the first write loads it",
+            ),
+            PmuReg::EventSelect(_) | PmuReg::FixedCtrl => rule(
+                Intercept,
+                Intercept,
+                "the event filter: hardware holds a filtered value, the guest reads its own",
+            ),
+            PmuReg::GlobalCtrl if equal => rule(
+                PassThrough,
+                PassThrough,
+                "the VMCS saves and loads it; the guest has the host's counters",
+            ),
+            PmuReg::GlobalCtrl => rule(
+                Intercept,
+                Intercept,
+                "bits of host counters the guest lacks must #GP",
+            ),
+            PmuReg::GlobalStatus | PmuReg::StatusReset if self.mode == Mode::Fallback => rule(
+                Intercept,
+                Intercept,
+                "no STATUS_SET before v4: GLOBAL_STATUS is partly kept in software",
+            ),
+            PmuReg::GlobalStatus | PmuReg::StatusReset if equal => rule(
+                PassThrough,
+                PassThrough,
+                "restored at load with STATUS_SET; same counters as the host",
+            ),
+            PmuReg::GlobalStatus | PmuReg::StatusReset => rule(
+                Intercept,
+                Intercept,
+                "bits of host counters the guest lacks must be hidden / #GP",
+            ),
+            PmuReg::StatusSet => rule(
+                Intercept,
+                Intercept,
+                "lets perfvisor know GLOBAL_STATUS may be non-zero (put reads it only then)",
+            ),
+            PmuReg::Inuse => rule(
+                Intercept,
+                Intercept,
+                "derived from the guest's selectors, not the filtered hardware ones",
+            ),
+            PmuReg::PerfCapabilities => rule(
+                Intercept,
+                Intercept,
+                "the guest sees a narrowed value; writes #GP",
+            ),
+            PmuReg::PerfMetrics => rule(
+                PassThrough,
+                PassThrough,
+                "paired with fixed counter 3, switched with it",
+            ),
+            _ => rule(Intercept, Intercept, "not a vPMU register"),
+        }
+    }
+
+    /// The policy of every PMU MSR (the table the MSR bitmap is built from).
+    pub fn policies(&self) -> impl Iterator<Item = MsrPolicy> + '_ {
+        msr::all_pmu_msrs().map(|m| self.policy(m))
+    }
+
+    // ----- helpers for the hardware side -----
+
+    fn counter_msr(&self, bit: u32) -> u32 {
+        if bit >= 32 {
+            msr::IA32_FIXED_CTR0 + (bit - 32)
+        } else {
+            // Full-width writes restore every bit; the legacy address would
+            // sign-extend from bit 31. `new` requires host FW_WRITE.
+            msr::IA32_A_PMC0 + bit
+        }
+    }
+
+    fn gp_in_use(&self, i: usize) -> bool {
+        self.evtsel[i] != 0 || self.pmc[i] != 0
+    }
+
+    fn fixed_in_use(&self, i: u32) -> bool {
+        (self.fixed_ctrl >> (4 * i)) & fixed_ctrl::FIELD != 0 || self.fixed[i as usize] != 0
+    }
+
+    /// Makes counter `bit` live in hardware now (during a load), writing
+    /// its value.
+    fn load_counter(
+        &mut self,
+        hw: &mut impl PmuHardware,
+        bit: u32,
+        value: u64,
+    ) -> Result<(), GpFault> {
+        self.loaded_counters |= 1 << bit;
+        if value != 0 {
+            hw.wrmsr(self.counter_msr(bit), value)?;
+        }
+        Ok(())
+    }
+
+    // ----- the world switch -----
+
+    /// Puts the context's PMU state into the (parked) hardware. Call after
+    /// a VM exit left GLOBAL_CTRL = 0, before the VM entry that loads the
+    /// guest's GLOBAL_CTRL. Selectors are written only while GLOBAL_CTRL is 0.
+    pub fn load(&mut self, hw: &mut impl PmuHardware) -> Result<(), GpFault> {
+        assert!(!self.loaded, "vPMU context loaded twice");
+        self.loaded = true;
+        self.loaded_counters = 0;
+        if self.mode == Mode::Off {
+            return Ok(());
+        }
+        for i in 0..usize::from(self.guest.gp_counters) {
+            if self.gp_in_use(i) {
+                self.load_counter(hw, i as u32, self.pmc[i])?;
+                let sel = self.filter.hw_selector(self.evtsel[i]);
+                if sel != 0 {
+                    hw.wrmsr(msr::IA32_PERFEVTSEL0 + i as u32, sel)?;
+                }
+            }
+        }
+        for i in self.guest.fixed.iter() {
+            if self.fixed_in_use(i) {
+                self.load_counter(hw, 32 + i, self.fixed[i as usize])?;
+            }
+        }
+        // PERF_METRICS right after fixed counter 3 (REFERENCE.md §4).
+        if self.guest.perf_metrics() && self.perf_metrics != 0 {
+            self.loaded_counters |= status::PERF_METRICS;
+            hw.wrmsr(msr::IA32_PERF_METRICS, self.perf_metrics)?;
+        }
+        let fixed_ctrl = self.filter.hw_fixed_ctrl(self.fixed_ctrl);
+        if fixed_ctrl != 0 {
+            hw.wrmsr(msr::IA32_FIXED_CTR_CTRL, fixed_ctrl)?;
+        }
+        // Parked hardware has STATUS = 0, so the toggle method
+        // (OVF_CTRL <- hw & toggle; STATUS_SET <- guest & toggle) reduces
+        // to one STATUS_SET of the guest's bits.
+        self.status_maybe_set = false;
+        if self.mode == Mode::Mediated && self.status != 0 {
+            hw.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_SET, self.status)?;
+            self.status_maybe_set = true;
+        }
+        Ok(())
+    }
+
+    /// Saves the context's PMU state and parks the hardware: after `put`
+    /// nothing the guest wrote is readable. Call while GLOBAL_CTRL is 0
+    /// (after a VM exit).
+    pub fn put(&mut self, hw: &mut impl PmuHardware) -> Result<(), GpFault> {
+        assert!(self.loaded, "vPMU context put while not loaded");
+        self.loaded = false;
+        if self.mode == Mode::Off {
+            return Ok(());
+        }
+        if self.status_maybe_set || self.loaded_counters != 0 {
+            let hw_status = hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS)?;
+            if hw_status != 0 {
+                hw.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_RESET, hw_status)?;
+            }
+            match self.mode {
+                Mode::Mediated => self.status = hw_status,
+                _ => self.status |= hw_status,
+            }
+        }
+        if self.filter.hw_fixed_ctrl(self.fixed_ctrl) != 0 {
+            hw.wrmsr(msr::IA32_FIXED_CTR_CTRL, 0)?;
+        }
+        for i in 0..usize::from(self.guest.gp_counters) {
+            if self.loaded_counters & (1 << i) == 0 {
+                continue;
+            }
+            self.pmc[i] = hw.rdpmc(i as u32)?;
+            if self.pmc[i] != 0 {
+                hw.wrmsr(self.counter_msr(i as u32), 0)?;
+            }
+            if self.filter.hw_selector(self.evtsel[i]) != 0 {
+                hw.wrmsr(msr::IA32_PERFEVTSEL0 + i as u32, 0)?;
+            }
+        }
+        for i in self.guest.fixed.iter() {
+            if self.loaded_counters & (1 << (32 + i)) == 0 {
+                continue;
+            }
+            self.fixed[i as usize] = hw.rdpmc(RDPMC_FIXED | i)?;
+            if self.fixed[i as usize] != 0 {
+                hw.wrmsr(self.counter_msr(32 + i), 0)?;
+            }
+        }
+        if self.guest.perf_metrics() && self.loaded_counters & (status::PERF_METRICS) != 0 {
+            self.perf_metrics = hw.rdmsr(msr::IA32_PERF_METRICS)?;
+            if self.perf_metrics != 0 {
+                hw.wrmsr(msr::IA32_PERF_METRICS, 0)?;
+            }
+        }
+        self.loaded_counters = 0;
+        Ok(())
+    }
+
+    /// After a VM exit: the guest's GLOBAL_CTRL as the VMCS saved it.
+    pub fn on_vm_exit(&mut self, saved_global_ctrl: u64) {
+        self.global_ctrl = saved_global_ctrl;
+    }
+
+    // ----- emulation of intercepted accesses (context loaded, in a VM exit) -----
+
+    /// The guest's RDMSR of an intercepted PMU MSR.
+    pub fn read(&mut self, hw: &mut impl PmuHardware, msr: u32) -> Result<u64, GpFault> {
+        let reg = PmuReg::decode(msr)
+            .filter(|&r| self.guest_has(r))
+            .ok_or(GpFault)?;
+        debug_assert!(self.loaded, "{NOT_LOADED}");
+        let guest_status_bits =
+            self.guest.counter_bits() | self.status_flag_bits() | status::COND_CHGD;
+        Ok(match reg {
+            PmuReg::Pmc(i) | PmuReg::FullWidthPmc(i) => self.counter_value(hw, u32::from(i))?,
+            PmuReg::Fixed(i) => self.counter_value(hw, 32 + u32::from(i))?,
+            PmuReg::EventSelect(i) => self.evtsel[usize::from(i)],
+            PmuReg::FixedCtrl => self.fixed_ctrl,
+            PmuReg::GlobalCtrl => self.global_ctrl,
+            PmuReg::GlobalStatus => {
+                let hw_status = hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS)?;
+                let soft = if self.mode == Mode::Fallback {
+                    self.status
+                } else {
+                    0
+                };
+                (hw_status | soft) & guest_status_bits
+            }
+            PmuReg::StatusReset | PmuReg::StatusSet => 0,
+            PmuReg::Inuse => self.inuse(),
+            PmuReg::PerfCapabilities => self.guest.perf_capabilities.bits(),
+            PmuReg::PerfMetrics if self.loaded_counters & (status::PERF_METRICS) != 0 => {
+                hw.rdmsr(msr::IA32_PERF_METRICS)?
+            }
+            PmuReg::PerfMetrics => self.perf_metrics,
+            PmuReg::DebugCtl => return Err(GpFault),
+        })
+    }
+
+    fn counter_value(&self, hw: &mut impl PmuHardware, bit: u32) -> Result<u64, GpFault> {
+        if self.loaded_counters & (1 << bit) == 0 {
+            return Ok(0);
+        }
+        hw.rdpmc(if bit >= 32 {
+            RDPMC_FIXED | (bit - 32)
+        } else {
+            bit
+        })
+    }
+
+    /// IA32_PERF_GLOBAL_INUSE as v4 defines it, from the guest's own values.
+    fn inuse(&self) -> u64 {
+        let gp = (0..usize::from(self.guest.gp_counters))
+            .filter(|&i| self.evtsel[i] & evtsel::EVENT != 0)
+            .fold(0u64, |v, i| v | 1 << i);
+        let fixed = self
+            .guest
+            .fixed
+            .iter()
+            .filter(|i| (self.fixed_ctrl >> (4 * i)) & (fixed_ctrl::OS | fixed_ctrl::USR) != 0)
+            .fold(0u64, |v, i| v | 1 << (32 + i));
+        let pmi = self.evtsel.iter().any(|s| s & evtsel::INT != 0)
+            || self
+                .guest
+                .fixed
+                .iter()
+                .any(|i| (self.fixed_ctrl >> (4 * i)) & fixed_ctrl::PMI != 0);
+        gp | fixed | if pmi { 1 << 63 } else { 0 }
+    }
+
+    /// The guest's WRMSR of an intercepted PMU MSR; `Err` = inject #GP.
+    pub fn write(
+        &mut self,
+        hw: &mut impl PmuHardware,
+        msr: u32,
+        value: u64,
+    ) -> Result<(), GpFault> {
+        let reg = PmuReg::decode(msr)
+            .filter(|&r| self.guest_has(r))
+            .ok_or(GpFault)?;
+        debug_assert!(self.loaded, "{NOT_LOADED}");
+        let fits = |allowed: u64| {
+            if value & !allowed == 0 {
+                Ok(())
+            } else {
+                Err(GpFault)
+            }
+        };
+        match reg {
+            PmuReg::Pmc(i) => {
+                // SDM vol. 3B §20.2.6: bits 31:0 written, sign-extended from bit 31.
+                let v = value as u32 as i32 as i64 as u64 & self.guest.gp_value_mask();
+                self.write_counter(hw, u32::from(i), v)
+            }
+            PmuReg::FullWidthPmc(i) => {
+                fits(self.guest.gp_value_mask())?;
+                self.write_counter(hw, u32::from(i), value)
+            }
+            PmuReg::Fixed(i) => {
+                self.write_counter(hw, 32 + u32::from(i), value & self.guest.fixed_value_mask())
+            }
+            PmuReg::EventSelect(i) => {
+                fits(self.evtsel_writable())?;
+                let i = usize::from(i);
+                let old_hw = self.filter.hw_selector(self.evtsel[i]);
+                self.evtsel[i] = value;
+                let new_hw = self.filter.hw_selector(value);
+                if value != 0 && self.loaded_counters & (1 << i) == 0 {
+                    self.load_counter(hw, i as u32, 0)?;
+                }
+                if new_hw != old_hw {
+                    hw.wrmsr(msr, new_hw)?;
+                }
+                Ok(())
+            }
+            PmuReg::FixedCtrl => {
+                fits(self.fixed_ctrl_writable())?;
+                let old_hw = self.filter.hw_fixed_ctrl(self.fixed_ctrl);
+                self.fixed_ctrl = value;
+                for i in self.guest.fixed.iter() {
+                    let bit = 32 + i;
+                    if (value >> (4 * i)) & fixed_ctrl::FIELD != 0
+                        && self.loaded_counters & (1 << bit) == 0
+                    {
+                        self.load_counter(hw, bit, 0)?;
+                    }
+                }
+                let new_hw = self.filter.hw_fixed_ctrl(value);
+                if new_hw != old_hw {
+                    hw.wrmsr(msr, new_hw)?;
+                }
+                Ok(())
+            }
+            PmuReg::GlobalCtrl => {
+                fits(self.guest.counter_bits())?;
+                self.global_ctrl = value;
+                Ok(())
+            }
+            PmuReg::StatusReset => {
+                fits(self.guest.counter_bits() | self.status_flag_bits() | status::COND_CHGD)?;
+                if self.mode == Mode::Fallback {
+                    self.status &= !value;
+                }
+                hw.wrmsr(msr, value)
+            }
+            PmuReg::StatusSet => {
+                fits(self.guest.counter_bits() | self.status_flag_bits())?;
+                self.status_maybe_set = true;
+                hw.wrmsr(msr, value)
+            }
+            PmuReg::PerfMetrics => {
+                self.loaded_counters |= status::PERF_METRICS;
+                hw.wrmsr(msr, value)
+            }
+            PmuReg::GlobalStatus | PmuReg::Inuse | PmuReg::PerfCapabilities | PmuReg::DebugCtl => {
+                Err(GpFault)
+            }
+        }
+    }
+
+    fn write_counter(
+        &mut self,
+        hw: &mut impl PmuHardware,
+        bit: u32,
+        value: u64,
+    ) -> Result<(), GpFault> {
+        if self.loaded_counters & (1 << bit) == 0 {
+            if value == 0 {
+                return Ok(()); // unloaded counters are 0 already
+            }
+            return self.load_counter(hw, bit, value);
+        }
+        hw.wrmsr(self.counter_msr(bit), value)
+    }
+
+    /// The guest's RDPMC when it exits ([`VirtualPmu::rdpmc_exiting`]).
+    pub fn rdpmc(&mut self, hw: &mut impl PmuHardware, ecx: u32) -> Result<u64, GpFault> {
+        let fast = ecx & (1 << 31) != 0;
+        let index = ecx & !(RDPMC_FIXED | 1 << 31);
+        let reg = if ecx & RDPMC_FIXED != 0 {
+            PmuReg::Fixed(u8::try_from(index).map_err(|_| GpFault)?)
+        } else {
+            PmuReg::Pmc(u8::try_from(index).map_err(|_| GpFault)?)
+        };
+        if index >= 32 || !self.guest_has(reg) {
+            return Err(GpFault);
+        }
+        let bit = if ecx & RDPMC_FIXED != 0 {
+            32 + index
+        } else {
+            index
+        };
+        let v = self.counter_value(hw, bit)?;
+        Ok(if fast { v & 0xffff_ffff } else { v })
+    }
+
+    /// The hypervisor emulated `count` retirements of `event` for the guest
+    /// at `ring` (CPUID, RDMSR, WRMSR, VMCALL exits): hardware did not count
+    /// them, so every guest counter that would have is incremented here, an
+    /// overflow sets its GLOBAL_STATUS bit, and the return value says how
+    /// many PMIs the guest is owed. Costs PMU instructions only when a
+    /// counter counts the event.
+    pub fn account_retired(
+        &mut self,
+        hw: &mut impl PmuHardware,
+        event: ArchEvent,
+        count: u64,
+        ring: Ring,
+    ) -> Result<u32, GpFault> {
+        if self.mode == Mode::Off || count == 0 {
+            return Ok(0);
+        }
+        let (ev, umask) = event.encoding();
+        let ring_bit = match ring {
+            Ring::User => (evtsel::USR, fixed_ctrl::USR),
+            Ring::Kernel => (evtsel::OS, fixed_ctrl::OS),
+        };
+        let mut counting: u64 = 0;
+        let mut pmi_enabled: u64 = 0;
+        for i in 0..usize::from(self.guest.gp_counters) {
+            let sel = self.filter.hw_selector(self.evtsel[i]);
+            if sel & evtsel::EN != 0
+                && sel & ring_bit.0 != 0
+                && sel & (evtsel::CMASK | evtsel::INV | evtsel::EDGE) == 0
+                && (sel & evtsel::EVENT) as u8 == ev
+                && ((sel & evtsel::UMASK) >> 8) as u8 == umask
+            {
+                counting |= 1 << i;
+                if sel & evtsel::INT != 0 {
+                    pmi_enabled |= 1 << i;
+                }
+            }
+        }
+        if let Some(f) = event.fixed_counter().map(|f| f as u32) {
+            let field = (self.filter.hw_fixed_ctrl(self.fixed_ctrl) >> (4 * f)) & fixed_ctrl::FIELD;
+            if self.guest.fixed.contains(f) && field & ring_bit.1 != 0 {
+                counting |= 1 << (32 + f);
+                if field & fixed_ctrl::PMI != 0 {
+                    pmi_enabled |= 1 << (32 + f);
+                }
+            }
+        }
+        counting &= self.global_ctrl;
+        if counting == 0 {
+            return Ok(0);
+        }
+        // Streamlined freeze (v4): nothing counts while CTR_Frz is set.
+        if self.guest.version >= 4 && hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS)? & status::CTR_FRZ != 0
+        {
+            return Ok(0);
+        }
+        let mut overflowed = 0u64;
+        for bit in (0..64).filter(|b| counting & (1u64 << b) != 0) {
+            let mask = if bit >= 32 {
+                self.guest.fixed_value_mask()
+            } else {
+                self.guest.gp_value_mask()
+            };
+            let index = if bit >= 32 {
+                RDPMC_FIXED | (bit - 32)
+            } else {
+                bit
+            };
+            let old = if self.loaded_counters & (1 << bit) != 0 {
+                hw.rdpmc(index)?
+            } else {
+                0
+            };
+            let sum = u128::from(old) + u128::from(count);
+            if sum > u128::from(mask) {
+                overflowed |= 1 << bit;
+            }
+            self.write_counter(hw, bit, (sum & u128::from(mask)) as u64)?;
+        }
+        if overflowed != 0 {
+            match self.mode {
+                Mode::Mediated => {
+                    hw.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_SET, overflowed)?;
+                    self.status_maybe_set = true;
+                }
+                _ => self.status |= overflowed,
+            }
+        }
+        Ok((overflowed & pmi_enabled).count_ones())
+    }
+}
