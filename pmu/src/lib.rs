@@ -21,6 +21,8 @@ pub mod msr;
 #[cfg(test)]
 mod switch_props;
 pub mod vpmu;
+#[cfg(test)]
+mod vpmu_tests;
 
 pub use capabilities::PerfCapabilities;
 pub use cpuid::{ArchPerfmon, CpuidRegs, FixedCounterSet};

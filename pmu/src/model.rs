@@ -48,6 +48,9 @@ pub struct ModelPmu {
     /// PMIs raised so far.
     pub pmis: u64,
     pub counts: InstructionCounts,
+    /// Selector or FIXED_CTR_CTRL writes made while GLOBAL_CTRL was non-zero
+    /// (REFERENCE.md §4: stray events and PMIs). The switch must make none.
+    pub control_writes_while_enabled: u64,
 }
 
 impl ModelPmu {
@@ -64,6 +67,7 @@ impl ModelPmu {
             regs,
             pmis: 0,
             counts: InstructionCounts::default(),
+            control_writes_while_enabled: 0,
         }
     }
 
@@ -338,6 +342,13 @@ impl PmuHardware for ModelPmu {
 
     fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
         self.counts.wrmsr += 1;
+        if matches!(
+            PmuReg::decode(msr),
+            Some(PmuReg::EventSelect(_) | PmuReg::FixedCtrl)
+        ) && self.regs.global_ctrl != 0
+        {
+            self.control_writes_while_enabled += 1;
+        }
         self.write(msr, value)
     }
 

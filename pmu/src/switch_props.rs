@@ -295,9 +295,15 @@ impl World {
             }
             Op::Switch => {
                 self.vm_exit();
+                let writes = self.hw.control_writes_while_enabled;
                 self.ctx[c].put(&mut self.hw).unwrap();
                 self.current = 1 - c;
                 self.ctx[self.current].load(&mut self.hw).unwrap();
+                prop_assert_eq!(
+                    self.hw.control_writes_while_enabled,
+                    writes,
+                    "selectors written while GLOBAL_CTRL != 0"
+                );
                 self.vm_entry();
             }
             Op::ReadAll => {

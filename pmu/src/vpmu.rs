@@ -134,6 +134,25 @@ pub struct VirtualPmu {
     status_maybe_set: bool,
 }
 
+/// GLOBAL_STATUS of parked hardware: `put` clears it.
+const PARKED_STATUS: u64 = 0;
+
+/// Makes hardware GLOBAL_STATUS, known to be `hw`, equal `guest` with the
+/// toggle method (KVM's mediated PMU; SDM vol. 3B §20.2.4: STATUS_RESET
+/// clears, STATUS_SET sets): `toggle = guest ^ hw`, then
+/// `STATUS_RESET <- hw & toggle` and `STATUS_SET <- guest & toggle`.
+/// From parked hardware (`hw` = 0) that is at most one STATUS_SET.
+fn restore_status(hw_pmu: &mut impl PmuHardware, hw: u64, guest: u64) -> Result<(), GpFault> {
+    let toggle = guest ^ hw;
+    if hw & toggle != 0 {
+        hw_pmu.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_RESET, hw & toggle)?;
+    }
+    if guest & toggle != 0 {
+        hw_pmu.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_SET, guest & toggle)?;
+    }
+    Ok(())
+}
+
 /// The context's counters are not loaded: an engine call that needs the
 /// hardware was made at the wrong time.
 const NOT_LOADED: &str = "the vPMU context must be loaded for this";
@@ -424,13 +443,10 @@ impl VirtualPmu {
         if fixed_ctrl != 0 {
             hw.wrmsr(msr::IA32_FIXED_CTR_CTRL, fixed_ctrl)?;
         }
-        // Parked hardware has STATUS = 0, so the toggle method
-        // (OVF_CTRL <- hw & toggle; STATUS_SET <- guest & toggle) reduces
-        // to one STATUS_SET of the guest's bits.
         self.status_maybe_set = false;
-        if self.mode == Mode::Mediated && self.status != 0 {
-            hw.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_SET, self.status)?;
-            self.status_maybe_set = true;
+        if self.mode == Mode::Mediated {
+            restore_status(hw, PARKED_STATUS, self.status)?;
+            self.status_maybe_set = self.status != 0;
         }
         Ok(())
     }

@@ -13,11 +13,17 @@ const VMX_ROOT: &str = "vmx: entered VMX root mode";
 
 pub fn bench(args: &[String]) -> Fallible<bool> {
     let Some((what, rest)) = args.split_first() else {
-        return Err("bench needs a benchmark name: boot".into());
+        return Err("bench needs a benchmark name: boot or pmu-switch".into());
     };
     match what.as_str() {
         "boot" => boot_bench(rest),
-        other => Err(format!("unknown benchmark {other:?} (available: boot)")),
+        "pmu-switch" => {
+            Options::new(rest).finish()?;
+            Ok(crate::bench_pmu::pmu_switch())
+        }
+        other => Err(format!(
+            "unknown benchmark {other:?} (available: boot, pmu-switch)"
+        )),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: perfvisor's developer CLI. Run `cargo xtask help`.
 
 mod bench;
+mod bench_pmu;
 mod commands;
 mod images;
 mod setup;
@@ -32,6 +33,7 @@ cargo xtask <command> [options]
                               host unit tests + end-to-end boots; last line `N passed, N failed`
   lint                        cargo fmt --check and clippy -D warnings over every crate
   bench boot [--runs N]       median seconds to the first console line and to VMX root
+  bench pmu-switch            PMU instructions per VM exit/entry and per context switch (SDM model)
   help                        this text
 
 Boot configs (--config) are text files: `log=debug`, `selftest=panic` (see hypervisor/src/config.rs).
