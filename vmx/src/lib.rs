@@ -6,6 +6,12 @@
 
 pub mod caps;
 pub mod controls;
+pub mod ept;
+pub mod errors;
+pub mod exit;
 pub mod msr;
+pub mod msr_bitmap;
+pub mod msr_list;
+pub mod vmcs;
 
 pub use caps::{ControlCap, VmxBasic, VmxCaps};
