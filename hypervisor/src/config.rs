@@ -1,9 +1,23 @@
-//! The boot config: an optional text file passed as the bootloader ramdisk.
+//! The ramdisk and the boot config.
+//!
+//! The bootloader ramdisk is either a boot config alone (text) or a bundle
+//! of a config and a guest image:
+//!
+//! ```text
+//! #perfvisor-bundle v1
+//! config <bytes>
+//! guest <bytes>
+//! <empty line>
+//! <config bytes><guest bytes>
+//! ```
+//!
+//! The boot config:
 //!
 //! ```text
 //! # comment
 //! log=debug          # error | warn | info | debug | trace
 //! selftest=panic     # none | panic | exception: end in a deliberate failure
+//! guest=suite        # suite | ept-violation | triple-fault | exit-status | bench
 //! ```
 //!
 //! A malformed config is reported line by line and ends the run with a fail
@@ -11,6 +25,54 @@
 //! mislead whoever reads the console.
 
 use log::LevelFilter;
+use perfvisor_abi::Scenario;
+
+const BUNDLE_MAGIC: &str = "#perfvisor-bundle v1\n";
+
+/// The ramdisk's parts.
+#[derive(Default)]
+pub struct Ramdisk<'a> {
+    pub config: Option<&'a [u8]>,
+    pub guest: Option<&'a [u8]>,
+}
+
+/// Splits the ramdisk into config and guest image; `Err` says what is malformed.
+pub fn split_ramdisk(bytes: &[u8]) -> Result<Ramdisk<'_>, &'static str> {
+    let Some(rest) = bytes.strip_prefix(BUNDLE_MAGIC.as_bytes()) else {
+        return Ok(Ramdisk {
+            config: Some(bytes),
+            guest: None,
+        });
+    };
+    let header_end = rest
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .ok_or("bundle header has no terminating empty line")?;
+    let header =
+        core::str::from_utf8(&rest[..header_end]).map_err(|_| "bundle header is not text")?;
+    let mut data = &rest[header_end + 2..];
+    let mut parts = Ramdisk::default();
+    for line in header.lines() {
+        let (name, len) = line
+            .split_once(' ')
+            .ok_or("bundle header line is not `name length`")?;
+        let len: usize = len
+            .trim()
+            .parse()
+            .map_err(|_| "bundle part length is not a number")?;
+        if len > data.len() {
+            return Err("bundle part is longer than the ramdisk");
+        }
+        let (part, rest) = data.split_at(len);
+        data = rest;
+        match name {
+            "config" => parts.config = Some(part),
+            "guest" => parts.guest = Some(part),
+            _ => return Err("unknown bundle part (known: config, guest)"),
+        }
+    }
+    Ok(parts)
+}
 
 /// A deliberate failure, to prove the failure paths and the runner's reading of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +88,7 @@ pub enum SelfTest {
 pub struct BootConfig {
     pub log_level: Option<LevelFilter>,
     pub selftest: SelfTest,
+    pub scenario: Scenario,
 }
 
 /// What is wrong with a config line.
@@ -39,6 +102,7 @@ impl BootConfig {
     pub const DEFAULT: Self = Self {
         log_level: None,
         selftest: SelfTest::None,
+        scenario: Scenario::Suite,
     };
 
     /// Parses the config text; the first bad line is an error.
@@ -65,7 +129,12 @@ impl BootConfig {
                 ("selftest", "panic") => config.selftest = SelfTest::Panic,
                 ("selftest", "exception") => config.selftest = SelfTest::Exception,
                 ("selftest", _) => return Err(error("selftest must be none, panic or exception")),
-                _ => return Err(error("unknown key (known: log, selftest)")),
+                ("guest", s) => {
+                    config.scenario = Scenario::parse(s).ok_or(error(
+                        "guest must be suite, ept-violation, triple-fault, exit-status or bench",
+                    ))?
+                }
+                _ => return Err(error("unknown key (known: log, selftest, guest)")),
             }
         }
         Ok(config)

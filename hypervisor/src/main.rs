@@ -12,10 +12,15 @@
 
 mod arch;
 mod config;
+mod cpuid_cache;
+mod exits;
+mod loader;
 mod memory;
 mod report;
 mod serial;
+mod vcpu;
 mod verdict;
+mod vmx_hw;
 mod vmxon;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
@@ -59,7 +64,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     arch::gdt::init();
     arch::idt::init();
 
-    let config = read_boot_config(boot_info);
+    let (config, guest_image) = read_ramdisk(boot_info);
     if let Some(level) = config.log_level {
         serial::init_logger(level);
     }
@@ -96,45 +101,126 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         );
         verdict::fail("no VMX");
     };
-    match vmxon::enter_root_mode(caps) {
-        Ok(region) => info!(
-            "vmx: entered VMX root mode (VMXON region at {:#x})",
-            region.0
-        ),
+    let vmxon_region = match vmxon::enter_root_mode(caps) {
+        Ok(region) => {
+            info!(
+                "vmx: entered VMX root mode (VMXON region at {:#x})",
+                region.0
+            );
+            region
+        }
         Err(e) => {
             error!("vmx: could not enter VMX root mode: {e}");
             verdict::fail("VMXON");
         }
-    }
-    verdict::pass()
+    };
+    run_guest(caps, guest_image, config.scenario, vmxon_region.0)
 }
 
-/// The boot config comes as the bootloader ramdisk (see `config.rs`).
-fn read_boot_config(boot_info: &BootInfo) -> BootConfig {
+/// Loads the guest, runs it to its end, and gives the verdict.
+fn run_guest(
+    caps: &vmx::VmxCaps,
+    image: Option<&[u8]>,
+    scenario: perfvisor_abi::Scenario,
+    hypervisor_page: u64,
+) -> ! {
+    let Some(image) = image else {
+        error!("guest: the ramdisk has no guest image (cargo xtask builds images with one; see `cargo xtask help`)");
+        verdict::fail("no guest image");
+    };
+    let (ram, ram_count) = memory::guest_ram();
+    let ram_bytes: u64 = ram[..ram_count].iter().map(|r| r.end - r.start).sum();
+    info!(
+        "guest: {} MiB of RAM in {ram_count} ranges from {:#x}",
+        ram_bytes >> 20,
+        ram[0].start
+    );
+    let entry = match loader::load(image, &ram[..ram_count], scenario, hypervisor_page) {
+        Ok(entry) => entry,
+        Err(e) => {
+            error!(
+                "guest: the guest image ({} bytes) is unusable: {e}",
+                image.len()
+            );
+            verdict::fail("bad guest image");
+        }
+    };
+    let start = vcpu::GuestStart {
+        rip: entry,
+        // As if `call`ed: RSP + 8 is 16-byte aligned at the entry (SysV ABI).
+        rsp: perfvisor_abi::layout::STACK_TOP - 8,
+        cr3: loader::GUEST_CR3,
+        rdi: perfvisor_abi::layout::BOOT_INFO,
+    };
+    let vcpu = match vcpu::Vcpu::new(caps, &ram[..ram_count], exits::PASSTHROUGH_MSRS, &start) {
+        Ok(v) => v,
+        Err(e) => {
+            error!("vmx: could not set up the guest's VMCS: {e}");
+            verdict::fail("VMCS setup");
+        }
+    };
+    let mut guest = exits::Guest {
+        vcpu,
+        cpuid: cpuid_cache::CpuidCache::build(),
+        ram,
+        ram_count,
+        exits: [0; exits::COUNTED_REASONS],
+    };
+    info!("guest: starting ({scenario:?}) at {entry:#x}");
+    let end = guest.run();
+    guest.report_exit_counts();
+    match end {
+        exits::GuestEnd::Exited(0) => {
+            info!("guest: exited with status 0");
+            verdict::pass()
+        }
+        exits::GuestEnd::Exited(status) => {
+            info!("guest: exited with status {status}");
+            verdict::fail(format_args!("guest exit status {status}"))
+        }
+        exits::GuestEnd::Stopped(why) => verdict::fail(format_args!("guest stopped: {why}")),
+    }
+}
+
+/// The ramdisk: a boot config and/or a guest image (see `config.rs`).
+fn read_ramdisk(boot_info: &BootInfo) -> (BootConfig, Option<&'static [u8]>) {
     let Some(addr) = boot_info.ramdisk_addr.into_option() else {
-        return BootConfig::DEFAULT;
+        return (BootConfig::DEFAULT, None);
     };
     // SAFETY: the bootloader maps the ramdisk at `ramdisk_addr` for
     // `ramdisk_len` bytes and never unmaps it.
-    let bytes =
+    let bytes: &'static [u8] =
         unsafe { core::slice::from_raw_parts(addr as *const u8, boot_info.ramdisk_len as usize) };
-    let Ok(text) = core::str::from_utf8(bytes) else {
-        error!(
-            "config: the boot config ({} bytes) is not UTF-8 text",
-            bytes.len()
-        );
-        verdict::fail("bad boot config");
-    };
-    match BootConfig::parse(text) {
-        Ok(config) => {
-            info!("config: {} bytes read from the ramdisk", bytes.len());
-            config
-        }
+    let parts = match config::split_ramdisk(bytes) {
+        Ok(p) => p,
         Err(e) => {
-            error!("config: line {}: {:?}: {}", e.line, e.text, e.problem);
-            verdict::fail("bad boot config");
+            error!(
+                "config: the ramdisk ({} bytes) is malformed: {e}",
+                bytes.len()
+            );
+            verdict::fail("bad ramdisk");
         }
-    }
+    };
+    let config = parts.config.map_or(BootConfig::DEFAULT, |text| {
+        let Ok(text) = core::str::from_utf8(text) else {
+            error!(
+                "config: the boot config ({} bytes) is not UTF-8 text",
+                text.len()
+            );
+            verdict::fail("bad boot config");
+        };
+        match BootConfig::parse(text) {
+            Ok(config) => {
+                info!("config: {} bytes read from the ramdisk", text.len());
+                config
+            }
+            Err(e) => {
+                error!("config: line {}: {:?}: {}", e.line, e.text, e.problem);
+                verdict::fail("bad boot config");
+            }
+        }
+    });
+    (config, parts.guest)
 }
 
 #[cfg(target_os = "none")]

@@ -3,9 +3,13 @@
 //! 4 KiB frames from the usable regions of its memory map.
 //!
 //! Frames are never freed: the hypervisor allocates its VMX structures
-//! once, at boot.
+//! once, at boot. They come only from below
+//! [`perfvisor_abi::layout::GUEST_RAM_START`]: usable memory from there up
+//! is the guest's RAM (see [`guest_ram`]), so the two never overlap.
 
 use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
+use perfvisor_abi::layout::GUEST_RAM_START;
+use perfvisor_abi::{RamRange, MAX_RAM_RANGES};
 use spin::Mutex;
 
 pub const FRAME_SIZE: u64 = 4096;
@@ -54,7 +58,7 @@ impl FrameAllocator {
             if r.kind == MemoryRegionKind::Usable {
                 let start = r.start.max(LOWEST_FRAME).next_multiple_of(FRAME_SIZE);
                 let addr = self.next.max(start);
-                if addr + FRAME_SIZE <= r.end {
+                if addr + FRAME_SIZE <= r.end.min(GUEST_RAM_START) {
                     self.next = addr + FRAME_SIZE;
                     // SAFETY: the frame is usable RAM per the memory map, handed out
                     // once, and mapped writable through the bootloader's linear map.
@@ -90,6 +94,56 @@ pub fn init(regions: &'static MemoryRegions, physical_memory_offset: u64) -> (u6
 /// The linear map of physical memory.
 pub fn phys_map() -> PhysMap {
     *PHYS_MAP.get().expect("memory::init not called")
+}
+
+/// Guest RAM: the usable memory at and above GUEST_RAM_START (at most
+/// MAX_RAM_RANGES ranges; further ones are left out and logged).
+pub fn guest_ram() -> ([RamRange; MAX_RAM_RANGES], usize) {
+    let mut ranges = [RamRange::default(); MAX_RAM_RANGES];
+    let mut n = 0;
+    let frames = FRAMES.lock();
+    let Some(alloc) = frames.as_ref() else {
+        return (ranges, 0);
+    };
+    for r in alloc
+        .regions
+        .iter()
+        .filter(|r| r.kind == MemoryRegionKind::Usable)
+    {
+        let start = r.start.max(GUEST_RAM_START).next_multiple_of(FRAME_SIZE);
+        let end = r.end & !(FRAME_SIZE - 1);
+        if start >= end {
+            continue;
+        }
+        if n == MAX_RAM_RANGES {
+            log::warn!("memory: guest RAM range {start:#x}..{end:#x} left out (more than {MAX_RAM_RANGES} ranges)");
+            continue;
+        }
+        // The bootloader splits usable memory around what it allocated; merge neighbours.
+        if n > 0 && ranges[n - 1].end == start {
+            ranges[n - 1].end = end;
+        } else {
+            ranges[n] = RamRange { start, end };
+            n += 1;
+        }
+    }
+    (ranges, n)
+}
+
+/// EPT tables come from the hypervisor's pool.
+pub struct PoolFrames;
+
+impl vmx::ept::FrameSource for PoolFrames {
+    fn allocate(&mut self) -> Option<u64> {
+        allocate_frame().map(|f| f.0)
+    }
+
+    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
+        // SAFETY: `phys` is a frame this allocator handed to the EPT builder
+        // as a table; it is mapped through the physical-memory map and only
+        // the builder touches it (single CPU, boot time).
+        unsafe { &mut *phys_map().ptr::<[u64; 512]>(phys) }
+    }
 }
 
 /// A zeroed 4 KiB frame from the global allocator.

@@ -29,7 +29,7 @@ pub fn pass() -> ! {
     halt_forever()
 }
 
-pub fn fail(reason: &str) -> ! {
+pub fn fail(reason: impl core::fmt::Display) -> ! {
     crate::serial::write_fmt_forced(format_args!("perfvisor: verdict FAIL ({reason})\n"));
     // SAFETY: as in `pass`; port 0x8900 is Bochs' shutdown port and unused elsewhere.
     unsafe {

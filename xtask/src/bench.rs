@@ -5,6 +5,7 @@
 use crate::images::{build_dir, Builder};
 use crate::{setup, Fallible, Options};
 use perfvisor_runner::boot::{boot, BootSpec};
+use perfvisor_runner::cases::GuestImage;
 use perfvisor_runner::emulator::{Emulator, Firmware};
 use std::time::Duration;
 
@@ -76,7 +77,7 @@ fn boot_bench(args: &[String]) -> Fallible<bool> {
     println!("boot benchmark: median of {runs} runs, wall seconds from emulator start");
     println!("{:<38} {:>14} {:>14}", "setup", "first line", "VMX root");
     for (label, emulator, firmware) in setups {
-        let image = builder.image(firmware, None)?;
+        let image = builder.image(firmware, None, GuestImage::TestKernel)?;
         let (mut first, mut root) = (Vec::new(), Vec::new());
         for i in 0..runs {
             let outcome = boot(&BootSpec {

@@ -4,6 +4,7 @@ use crate::images::{self, build_dir, kernel_elf, Builder};
 use crate::setup;
 use crate::{Fallible, Options};
 use perfvisor_runner::boot::{boot, BootSpec, Verdict};
+use perfvisor_runner::cases::GuestImage;
 use perfvisor_runner::emulator::{Emulator, Firmware};
 use perfvisor_runner::kvm;
 use std::path::PathBuf;
@@ -37,7 +38,7 @@ pub fn image(args: &[String]) -> Fallible<bool> {
     }
     let builder = Builder::new()?;
     for firmware in firmwares {
-        let built = builder.image(firmware, config.as_deref())?;
+        let built = builder.image(firmware, config.as_deref(), GuestImage::TestKernel)?;
         let path = match &out {
             Some(p) => {
                 std::fs::copy(&built, p).map_err(|e| format!("copying to {}: {e}", p.display()))?;
@@ -131,7 +132,7 @@ fn boot_interactive(
 
 /// QEMU/KVM if the probe boots into VMX root, else `Err(reason)`.
 fn kvm_usable(builder: &Builder) -> Fallible<Result<(), String>> {
-    let image = builder.image(Firmware::Bios, None)?;
+    let image = builder.image(Firmware::Bios, None, GuestImage::TestKernel)?;
     Ok(kvm::probe(
         &image,
         &build_dir().join("runs").join("kvm-probe"),
@@ -175,7 +176,7 @@ pub fn run(args: &[String]) -> Fallible<bool> {
             ))
         }
     };
-    let image = builder.image(firmware, config.as_deref())?;
+    let image = builder.image(firmware, config.as_deref(), GuestImage::TestKernel)?;
     boot_interactive(emulator, firmware, image, timeout, false)
 }
 
@@ -200,7 +201,7 @@ pub fn qemu(args: &[String]) -> Fallible<bool> {
             }
         }
     };
-    let image = builder.image(firmware, config.as_deref())?;
+    let image = builder.image(firmware, config.as_deref(), GuestImage::TestKernel)?;
     if gdb {
         eprintln!(
             "xtask: QEMU waits for gdb on localhost:1234. In another terminal:\n    \
@@ -230,7 +231,7 @@ pub fn bochs(args: &[String]) -> Fallible<bool> {
     o.finish()?;
     setup::ensure_emulators()?;
     let builder = Builder::new()?;
-    let image = builder.image(firmware, config.as_deref())?;
+    let image = builder.image(firmware, config.as_deref(), GuestImage::TestKernel)?;
     eprintln!(
         "xtask: bochsrc and logs go to {}",
         build_dir().join("runs/interactive").display()

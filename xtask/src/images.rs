@@ -2,6 +2,7 @@
 
 use crate::setup::{self, KERNEL_TARGET};
 use crate::{run_checked, workspace_root, Fallible};
+use perfvisor_runner::cases::GuestImage;
 use perfvisor_runner::emulator::Firmware;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -25,6 +26,7 @@ pub fn kernel_elf() -> PathBuf {
 /// What image building needs, prepared once per xtask run.
 pub struct Builder {
     stripped_kernel: PathBuf,
+    stripped_guest: PathBuf,
     boot_tool: PathBuf,
 }
 
@@ -46,41 +48,100 @@ impl Builder {
                 .arg(&stripped_kernel),
             "llvm-objcopy --strip-debug",
         )?;
+        build_guest()?;
+        let stripped_guest = dir.join("perfvisor-guest.stripped.elf");
+        run_checked(
+            Command::new(setup::llvm_objcopy(&nightly)?)
+                .arg("--strip-debug")
+                .arg(guest_elf())
+                .arg(&stripped_guest),
+            "llvm-objcopy --strip-debug (guest)",
+        )?;
         let boot_tool = build_boot_tool(&nightly)?;
         Ok(Self {
             stripped_kernel,
+            stripped_guest,
             boot_tool,
         })
     }
 
-    /// A disk image for `firmware`, with `config` as the boot config.
-    pub fn image(&self, firmware: Firmware, config: Option<&str>) -> Fallible<PathBuf> {
+    /// A disk image for `firmware` whose ramdisk bundles `config` (the boot
+    /// config) and `guest` (see hypervisor/src/config.rs for the format).
+    pub fn image(
+        &self,
+        firmware: Firmware,
+        config: Option<&str>,
+        guest: GuestImage,
+    ) -> Fallible<PathBuf> {
         let dir = build_dir().join("images");
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let stem = match config {
-            None => format!("perfvisor-{}", firmware.name()),
-            Some(text) => {
-                let mut h = DefaultHasher::new();
-                text.hash(&mut h);
-                format!(
-                    "perfvisor-{}-config-{:08x}",
-                    firmware.name(),
-                    h.finish() as u32
-                )
-            }
-        };
+        let mut h = DefaultHasher::new();
+        (config, guest).hash(&mut h);
+        let stem = format!("perfvisor-{}-{:08x}", firmware.name(), h.finish() as u32);
         let image = dir.join(format!("{stem}.img"));
         let mut cmd = Command::new(&self.boot_tool);
         cmd.arg("--kernel").arg(&self.stripped_kernel);
-        if let Some(text) = config {
-            let path = dir.join(format!("{stem}.config"));
-            std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let guest_bytes = match guest {
+            GuestImage::None => None,
+            GuestImage::TestKernel => Some(
+                std::fs::read(&self.stripped_guest)
+                    .map_err(|e| format!("reading {}: {e}", self.stripped_guest.display()))?,
+            ),
+            // Deliberately not an ELF executable: the loader must refuse it in words.
+            GuestImage::Malformed => Some(b"\x7fELF but not really an executable".to_vec()),
+        };
+        if config.is_some() || guest_bytes.is_some() {
+            let path = dir.join(format!("{stem}.ramdisk"));
+            std::fs::write(&path, bundle(config.unwrap_or(""), guest_bytes.as_deref()))
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
             cmd.arg("--ramdisk").arg(path);
         }
         cmd.arg(format!("--{}", firmware.name())).arg(&image);
         run_checked(cmd.stdout(std::process::Stdio::null()), "perfvisor-boot")?;
         Ok(image)
     }
+}
+
+/// The ramdisk bundle: header lines `name length`, an empty line, the parts.
+fn bundle(config: &str, guest: Option<&[u8]>) -> Vec<u8> {
+    let mut header = format!("#perfvisor-bundle v1\nconfig {}\n", config.len());
+    if let Some(g) = guest {
+        header.push_str(&format!("guest {}\n", g.len()));
+    }
+    header.push('\n');
+    let mut out = header.into_bytes();
+    out.extend_from_slice(config.as_bytes());
+    out.extend_from_slice(guest.unwrap_or_default());
+    out
+}
+
+/// The guest test kernel ELF (with debug info).
+pub fn guest_elf() -> PathBuf {
+    workspace_root()
+        .join("target")
+        .join(KERNEL_TARGET)
+        .join("release")
+        .join("perfvisor-guest")
+}
+
+/// The guest test kernel: an ET_EXEC at a fixed address, hence a static
+/// relocation model for the final crate (tests/guest/link.ld places it).
+pub fn build_guest() -> Fallible<()> {
+    run_checked(
+        Command::new("cargo")
+            .args([
+                "rustc",
+                "--release",
+                "--package",
+                "perfvisor-guest",
+                "--target",
+                KERNEL_TARGET,
+                "--",
+            ])
+            .args(["-C", "relocation-model=static"])
+            .current_dir(workspace_root()),
+        "cargo rustc (guest test kernel)",
+    )
 }
 
 /// `cargo build` of the kernel for x86_64-unknown-none on the pinned stable.

@@ -3,7 +3,7 @@
 
 use crate::images::{build_dir, Builder};
 use crate::{setup, workspace_root, Fallible, Options};
-use perfvisor_runner::cases::{self, CaseResult, Needs, Outcome};
+use perfvisor_runner::cases::{self, CaseResult, GuestImage, Needs, Outcome};
 use perfvisor_runner::emulator::Firmware;
 use perfvisor_runner::kvm;
 use perfvisor_runner::summary::{case_line, Tally};
@@ -48,13 +48,14 @@ pub fn test(args: &[String]) -> Fallible<bool> {
         let builder = Builder::new()?;
         let mut images = HashMap::new();
         for key in cases::images_needed(&cases) {
-            images.insert(key, builder.image(key.0, key.1)?);
+            images.insert(key, builder.image(key.0, key.1, key.2)?);
         }
         let run_root = build_dir().join("runs");
         let kvm = if cases.iter().any(|c| c.needs == Needs::NestedKvm) {
-            let image = match images.get(&(Firmware::Bios, None)) {
+            let key = (Firmware::Bios, None, GuestImage::TestKernel);
+            let image = match images.get(&key) {
                 Some(i) => i.clone(),
-                None => builder.image(Firmware::Bios, None)?,
+                None => builder.image(key.0, key.1, key.2)?,
             };
             kvm::probe(&image, &run_root.join("kvm-probe"))
         } else {

@@ -56,3 +56,13 @@ pub fn init() {
         load_tss(selectors.tss);
     }
 }
+
+/// The selectors of the loaded GDT (the VMCS host-state area needs them).
+pub fn selectors() -> &'static Selectors {
+    &GDT.get().expect("gdt::init not called").1
+}
+
+/// The TSS's linear address (host TR base).
+pub fn tss_base() -> u64 {
+    TSS.get().expect("gdt::init not called") as *const TaskStateSegment as u64
+}

@@ -16,6 +16,16 @@ pub enum Expect {
     Fail(&'static str),
 }
 
+/// The guest image a case's ramdisk carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuestImage {
+    None,
+    /// tests/guest, the guest test kernel.
+    TestKernel,
+    /// Bytes that are not an ELF executable.
+    Malformed,
+}
+
 /// What a case needs from the machine beyond the emulators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Needs {
@@ -29,8 +39,11 @@ pub struct Case {
     pub name: &'static str,
     pub emulator: Emulator,
     pub firmware: Firmware,
-    /// Boot config text passed as the ramdisk (hypervisor/src/config.rs).
+    /// Boot config text passed in the ramdisk (hypervisor/src/config.rs).
     pub config: Option<&'static str>,
+    pub guest: GuestImage,
+    /// The guest runs its test suite: each `TEST name ... ok` line is a case.
+    pub guest_suite: bool,
     pub expect: Expect,
     /// Substrings that must each appear in some console line.
     pub lines: &'static [&'static str],
@@ -38,8 +51,8 @@ pub struct Case {
     pub needs: Needs,
 }
 
-/// An image to build: firmware plus optional boot config.
-pub type ImageKey = (Firmware, Option<&'static str>);
+/// An image to build: firmware, boot config, guest.
+pub type ImageKey = (Firmware, Option<&'static str>, GuestImage);
 
 fn bochs(model: &str) -> Emulator {
     Emulator::Bochs {
@@ -71,6 +84,8 @@ pub fn all() -> Vec<Case> {
             emulator: bochs("corei7_skylake_x"),
             firmware: Firmware::Uefi,
             config: None,
+            guest: GuestImage::TestKernel,
+            guest_suite: true,
             expect: Expect::Pass,
             lines: &[
                 "perfvisor 0.1.0 (ABI 1): hypervisor starting",
@@ -87,6 +102,8 @@ pub fn all() -> Vec<Case> {
             emulator: bochs("corei7_skylake_x"),
             firmware: Firmware::Bios,
             config: None,
+            guest: GuestImage::TestKernel,
+            guest_suite: true,
             expect: Expect::Pass,
             lines: &[
                 "cpu: GenuineIntel family 0x6 model 0x55",
@@ -109,6 +126,8 @@ pub fn all() -> Vec<Case> {
             emulator: bochs("tigerlake"),
             firmware: Firmware::Bios,
             config: None,
+            guest: GuestImage::TestKernel,
+            guest_suite: true,
             expect: Expect::Pass,
             lines: &[
                 "cpu: GenuineIntel",
@@ -124,6 +143,8 @@ pub fn all() -> Vec<Case> {
             emulator: TCG,
             firmware: Firmware::Bios,
             config: None,
+            guest: GuestImage::TestKernel,
+            guest_suite: false,
             expect: Expect::Fail("no VMX"),
             lines: &["perfvisor 0.1.0 (ABI 1): hypervisor starting", NO_VMX],
             timeout: QEMU_LIMIT,
@@ -134,6 +155,8 @@ pub fn all() -> Vec<Case> {
             emulator: TCG,
             firmware: Firmware::Uefi,
             config: None,
+            guest: GuestImage::TestKernel,
+            guest_suite: false,
             expect: Expect::Fail("no VMX"),
             lines: &["perfvisor 0.1.0 (ABI 1): hypervisor starting", NO_VMX],
             timeout: QEMU_LIMIT,
@@ -144,6 +167,8 @@ pub fn all() -> Vec<Case> {
             emulator: bochs("corei7_skylake_x"),
             firmware: Firmware::Bios,
             config: Some("selftest=panic\n"),
+            guest: GuestImage::TestKernel,
+            guest_suite: false,
             expect: Expect::Fail("panic"),
             lines: &[
                 "config: 15 bytes read from the ramdisk",
@@ -158,6 +183,8 @@ pub fn all() -> Vec<Case> {
             emulator: TCG,
             firmware: Firmware::Bios,
             config: Some("log=debug\nselftest=exception\n"),
+            guest: GuestImage::TestKernel,
+            guest_suite: false,
             expect: Expect::Fail("unhandled CPU exception"),
             lines: &[
                 "boot: log level DEBUG",
@@ -175,9 +202,75 @@ pub fn all() -> Vec<Case> {
             emulator: TCG,
             firmware: Firmware::Bios,
             config: Some("log=info\nfrobnicate=1\n"),
+            guest: GuestImage::TestKernel,
+            guest_suite: false,
             expect: Expect::Fail("bad boot config"),
-            lines: &["config: line 2: \"frobnicate=1\": unknown key (known: log, selftest)"],
+            lines: &["config: line 2: \"frobnicate=1\": unknown key (known: log, selftest, guest)"],
             timeout: QEMU_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-guest-ept-violation",
+            emulator: bochs("corei7_skylake_x"),
+            firmware: Firmware::Bios,
+            config: Some("guest=ept-violation\n"),
+            guest: GuestImage::TestKernel,
+            guest_suite: false,
+            expect: Expect::Fail("guest stopped: EPT violation"),
+            lines: &[
+                "guest: reading hypervisor memory at 0x",
+                "vmx: EPT violation: guest read of an unmapped guest-physical page at guest-physical 0x",
+                "exits:",
+            ],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-guest-triple-fault",
+            emulator: bochs("tigerlake"),
+            firmware: Firmware::Bios,
+            config: Some("guest=triple-fault\n"),
+            guest: GuestImage::TestKernel,
+            guest_suite: false,
+            expect: Expect::Fail("guest stopped: triple fault"),
+            lines: &["vmx: the guest triple-faulted (RIP 0x", "VMCS dump:", "GuestRip", "triple fault"],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-guest-exit-status",
+            emulator: bochs("corei7_skylake_x"),
+            firmware: Firmware::Bios,
+            config: Some("guest=exit-status\n"),
+            guest: GuestImage::TestKernel,
+            guest_suite: false,
+            expect: Expect::Fail("guest exit status 3"),
+            lines: &["guest: exited with status 3", "VMCALL"],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-no-guest-image",
+            emulator: bochs("corei7_skylake_x"),
+            firmware: Firmware::Bios,
+            config: None,
+            guest: GuestImage::None,
+            guest_suite: false,
+            expect: Expect::Fail("no guest image"),
+            lines: &[VMX_ROOT, "guest: the ramdisk has no guest image"],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-malformed-guest-image",
+            emulator: bochs("corei7_skylake_x"),
+            firmware: Firmware::Bios,
+            config: None,
+            guest: GuestImage::Malformed,
+            guest_suite: false,
+            expect: Expect::Fail("bad guest image"),
+            lines: &["guest: the guest image (", "is unusable: not a valid ELF file"],
+            timeout: BOCHS_BIOS_LIMIT,
             needs: Needs::Nothing,
         },
         Case {
@@ -188,6 +281,8 @@ pub fn all() -> Vec<Case> {
             },
             firmware: Firmware::Bios,
             config: None,
+            guest: GuestImage::TestKernel,
+            guest_suite: true,
             expect: Expect::Pass,
             lines: &[VMX_ROOT],
             timeout: QEMU_LIMIT,
@@ -200,8 +295,8 @@ pub fn all() -> Vec<Case> {
 pub fn images_needed(cases: &[Case]) -> Vec<ImageKey> {
     let mut keys: Vec<ImageKey> = Vec::new();
     for c in cases {
-        if !keys.contains(&(c.firmware, c.config)) {
-            keys.push((c.firmware, c.config));
+        if !keys.contains(&(c.firmware, c.config, c.guest)) {
+            keys.push((c.firmware, c.config, c.guest));
         }
     }
     keys
@@ -221,13 +316,15 @@ pub struct CaseResult {
     pub elapsed: Duration,
 }
 
-/// Runs one case: boot, then compare verdict and console with the expectation.
+/// Runs one case: boot, then compare verdict and console with the
+/// expectation. A guest-suite case also yields one result per guest test
+/// (`<case>/<test>`), and fails if the guest's own count disagrees.
 pub fn run_case(
     case: &Case,
     image: &Path,
     run_root: &Path,
     kvm: &Result<(), String>,
-) -> CaseResult {
+) -> Vec<CaseResult> {
     let started = Instant::now();
     let result = |outcome| CaseResult {
         name: case.name.to_string(),
@@ -236,9 +333,9 @@ pub fn run_case(
     };
     if case.needs == Needs::NestedKvm {
         if let Err(why) = kvm {
-            return result(Outcome::Skip(format!(
+            return vec![result(Outcome::Skip(format!(
                 "needs QEMU/KVM with nested VMX: {why}"
-            )));
+            )))];
         }
     }
     let spec = BootSpec {
@@ -251,43 +348,97 @@ pub fn run_case(
         gdb: false,
         watch: Vec::new(),
     };
-    let outcome = match boot(&spec) {
-        Err(e) => Outcome::Fail(format!("could not boot: {e}")),
-        Ok(boot) => {
-            let verdict_ok = match (&case.expect, &boot.verdict) {
-                (Expect::Pass, Verdict::Pass) => Ok(()),
-                (Expect::Fail(want), Verdict::Fail(got)) if want == got => Ok(()),
-                (expect, got) => Err(format!("expected verdict {expect:?}, got {got:?}")),
-            };
-            let missing = case
-                .lines
-                .iter()
-                .find(|needle| !boot.serial.lines().any(|l| l.contains(*needle)));
-            match (verdict_ok, missing) {
-                (Ok(()), None) => Outcome::Pass,
-                (verdict, missing) => {
-                    let mut why = String::new();
-                    if let Err(v) = verdict {
-                        why.push_str(&v);
-                    }
-                    if let Some(m) = missing {
-                        if !why.is_empty() {
-                            why.push_str("; ");
-                        }
-                        why.push_str(&format!("console lacks {m:?}"));
-                    }
-                    Outcome::Fail(format!(
-                        "{why} [{} after {:.1} s; files in {}]\n--- last console lines ---\n{}",
-                        case.emulator,
-                        boot.elapsed.as_secs_f64(),
-                        boot.run_dir.display(),
-                        boot.serial_tail(25)
-                    ))
-                }
-            }
-        }
+    let boot = match boot(&spec) {
+        Err(e) => return vec![result(Outcome::Fail(format!("could not boot: {e}")))],
+        Ok(boot) => boot,
     };
-    result(outcome)
+    let mut problems = Vec::new();
+    match (&case.expect, &boot.verdict) {
+        (Expect::Pass, Verdict::Pass) => {}
+        (Expect::Fail(want), Verdict::Fail(got)) if want == got => {}
+        (expect, got) => problems.push(format!("expected verdict {expect:?}, got {got:?}")),
+    }
+    if let Some(m) = case
+        .lines
+        .iter()
+        .find(|needle| !boot.serial.lines().any(|l| l.contains(*needle)))
+    {
+        problems.push(format!("console lacks {m:?}"));
+    }
+    let mut results = Vec::new();
+    if case.guest_suite {
+        let tests = guest_tests(&boot.serial);
+        match guest_tests_done(&boot.serial) {
+            Some(n) if n == tests.len() && n > 0 => {}
+            Some(n) => problems.push(format!(
+                "the guest says it ran {n} tests but reported {}",
+                tests.len()
+            )),
+            None => problems
+                .push("the guest never printed `TESTS DONE` (it did not finish its suite)".into()),
+        }
+        for (name, outcome) in tests {
+            results.push(CaseResult {
+                name: format!("{}/{name}", case.name),
+                outcome,
+                elapsed: Duration::ZERO,
+            });
+        }
+    }
+    let outcome = if problems.is_empty() {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(format!(
+            "{} [{} after {:.1} s; files in {}]\n--- last console lines ---\n{}",
+            problems.join("; "),
+            case.emulator,
+            boot.elapsed.as_secs_f64(),
+            boot.run_dir.display(),
+            boot.serial_tail(25)
+        ))
+    };
+    results.insert(0, result(outcome));
+    results
+}
+
+/// `TEST name ... ok|FAILED (why)|skipped (why)` lines, as the hypervisor
+/// prints the guest's ReportTest hypercalls.
+pub fn guest_tests(serial: &str) -> Vec<(String, Outcome)> {
+    serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("TEST "))
+        .filter_map(|rest| rest.split_once(" ... "))
+        .map(|(name, status)| {
+            let reason = |prefix: &str| {
+                status
+                    .trim_start_matches(prefix)
+                    .trim()
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .to_string()
+            };
+            let outcome = if status == "ok" {
+                Outcome::Pass
+            } else if status.starts_with("skipped") {
+                Outcome::Skip(reason("skipped"))
+            } else {
+                Outcome::Fail(reason("FAILED"))
+            };
+            (name.to_string(), outcome)
+        })
+        .collect()
+}
+
+/// The count in the guest's closing `TESTS DONE N run, F failed` line.
+fn guest_tests_done(serial: &str) -> Option<usize> {
+    serial.lines().find_map(|l| {
+        l.split_once("TESTS DONE ")?
+            .1
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 /// Runs `cases` on `jobs` threads; `report` is called as each finishes.
@@ -311,16 +462,18 @@ pub fn run_all(
                     i
                 };
                 let Some(case) = cases.get(index) else { break };
-                let result = match images.get(&(case.firmware, case.config)) {
+                let case_results = match images.get(&(case.firmware, case.config, case.guest)) {
                     Some(image) => run_case(case, image, run_root, kvm),
-                    None => CaseResult {
+                    None => vec![CaseResult {
                         name: case.name.to_string(),
                         outcome: Outcome::Fail("no image was built for this case".into()),
                         elapsed: Duration::ZERO,
-                    },
+                    }],
                 };
-                report(&result);
-                results.lock().unwrap().push(result);
+                for result in case_results {
+                    report(&result);
+                    results.lock().unwrap().push(result);
+                }
             });
         }
     });
@@ -340,6 +493,16 @@ mod tests {
         assert_eq!(names.len(), cases.len());
         let images = images_needed(&cases);
         assert!(images.len() < cases.len());
-        assert!(images.contains(&(Firmware::Uefi, None)));
+        assert!(images.contains(&(Firmware::Uefi, None, GuestImage::TestKernel)));
+    }
+
+    #[test]
+    fn guest_test_lines_become_outcomes() {
+        let serial = "x\nTEST a ... ok\nTEST b ... FAILED (read 0x1)\nTEST c ... skipped (no PMU)\nguest: TESTS DONE 3 run, 1 failed\n";
+        let t = guest_tests(serial);
+        assert_eq!(t[0], ("a".into(), Outcome::Pass));
+        assert_eq!(t[1], ("b".into(), Outcome::Fail("read 0x1".into())));
+        assert_eq!(t[2], ("c".into(), Outcome::Skip("no PMU".into())));
+        assert_eq!(guest_tests_done(serial), Some(3));
     }
 }

@@ -1,0 +1,142 @@
+//! perfvisor's guest ABI, version [`ABI_VERSION`].
+//!
+//! # Boot
+//! The guest is an ELF64 executable (ET_EXEC, x86-64) linked inside guest
+//! RAM. perfvisor loads its PT_LOAD segments at their physical addresses,
+//! builds identity page tables (2-MiB pages, the first 4 GiB) at
+//! [`layout::PAGE_TABLES`], writes a [`BootInfo`] at [`layout::BOOT_INFO`],
+//! and starts it in 64-bit mode at the ELF entry point with
+//! RSP = [`layout::STACK_TOP`] and RDI = the BootInfo's address.
+//! Guest-physical addresses equal host-physical ones (EPT identity map);
+//! the hypervisor's own memory is not mapped.
+//!
+//! # Hypercalls
+//! `VMCALL` with RAX = [`Hypercall`] number and arguments in RDI, RSI, RDX,
+//! RCX, R8. The result is returned in RAX; [`HYPERCALL_ERROR`] for an
+//! unknown call or a bad argument (e.g. a buffer outside guest RAM).
+#![no_std]
+
+pub const ABI_VERSION: u32 = 1;
+
+/// "PVBOOT01", little-endian.
+pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"PVBOOT01");
+
+/// Guest RAM ranges given in the boot info at most.
+pub const MAX_RAM_RANGES: usize = 16;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct RamRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// What the guest is told at boot.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BootInfo {
+    pub magic: u64,
+    pub abi_version: u32,
+    /// Which [`Scenario`] the boot config asked for.
+    pub scenario: u32,
+    pub ram_count: u32,
+    pub reserved: u32,
+    pub ram: [RamRange; MAX_RAM_RANGES],
+    /// A physical address the hypervisor owns (the guest must not reach
+    /// it): for the isolation test.
+    pub hypervisor_page: u64,
+}
+
+/// VMCALL numbers (RAX).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Hypercall {
+    /// Returns [`ABI_VERSION`].
+    AbiVersion = 0,
+    /// Writes RSI bytes at guest-physical RDI to the console.
+    Write = 1,
+    /// Reports a test: RDI = [`TestStatus`], name at RSI (RDX bytes), reason
+    /// at RCX (R8 bytes; 0 for none). Printed as `TEST name ... ok`.
+    ReportTest = 2,
+    /// Ends the guest with status RDI (0 = success): the run's verdict.
+    Exit = 3,
+    /// Returns how many VM exits of basic reason RDI the guest has caused.
+    ExitCount = 4,
+}
+
+impl Hypercall {
+    pub fn from_raw(n: u64) -> Option<Self> {
+        Some(match n {
+            0 => Self::AbiVersion,
+            1 => Self::Write,
+            2 => Self::ReportTest,
+            3 => Self::Exit,
+            4 => Self::ExitCount,
+            _ => return None,
+        })
+    }
+}
+
+pub const HYPERCALL_ERROR: u64 = u64::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum TestStatus {
+    Ok = 0,
+    Failed = 1,
+    Skipped = 2,
+}
+
+/// What the guest test kernel does, chosen by the boot config's `guest=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Scenario {
+    /// Run the test suite.
+    Suite = 0,
+    /// Read the hypervisor's page: an EPT violation.
+    EptViolation = 1,
+    /// Fault with no IDT: a triple fault.
+    TripleFault = 2,
+    /// Exit with status 3.
+    ExitStatus = 3,
+    /// Measure exit costs and print them.
+    Bench = 4,
+}
+
+impl Scenario {
+    pub fn from_raw(n: u32) -> Option<Self> {
+        Some(match n {
+            0 => Self::Suite,
+            1 => Self::EptViolation,
+            2 => Self::TripleFault,
+            3 => Self::ExitStatus,
+            4 => Self::Bench,
+            _ => return None,
+        })
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "suite" => Self::Suite,
+            "ept-violation" => Self::EptViolation,
+            "triple-fault" => Self::TripleFault,
+            "exit-status" => Self::ExitStatus,
+            "bench" => Self::Bench,
+            _ => return None,
+        })
+    }
+}
+
+/// Guest-physical layout (identity-mapped).
+pub mod layout {
+    /// Guest RAM is the usable memory at and above this address; below it
+    /// is the hypervisor's frame pool.
+    pub const GUEST_RAM_START: u64 = 0x0200_0000;
+    /// PML4, PDPT and four page directories (identity, 4 GiB, 2-MiB pages).
+    pub const PAGE_TABLES: u64 = GUEST_RAM_START;
+    pub const BOOT_INFO: u64 = GUEST_RAM_START + 0x6000;
+    pub const STACK_BOTTOM: u64 = GUEST_RAM_START + 0x1_0000;
+    pub const STACK_TOP: u64 = GUEST_RAM_START + 0x2_0000;
+    /// Where guest images are linked (tests/guest/link.ld).
+    pub const IMAGE_BASE: u64 = GUEST_RAM_START + 0x10_0000;
+}

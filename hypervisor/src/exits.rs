@@ -1,0 +1,330 @@
+//! Running the guest: the VM-exit loop and a handler per exit reason. Every
+//! exit is handled, or reported in words with a VMCS dump before the guest
+//! is stopped; the hypervisor itself always survives to give a verdict.
+
+use crate::cpuid_cache::CpuidCache;
+use crate::memory::phys_map;
+use crate::serial::write_fmt;
+use crate::vcpu::{Vcpu, IA32_PAT};
+use crate::vmx_hw::ActiveVmcs;
+use log::{error, info, warn};
+use perfvisor_abi::{Hypercall, RamRange, TestStatus, HYPERCALL_ERROR};
+use vmx::errors::{instruction_error_text, EntryFailure};
+use vmx::exit::{injection_info, EptViolation, EventKind, ExitReason, RawExitReason};
+use vmx::vmcs::{Vmcs32, Vmcs64, VmcsAccess, VmcsError, VmcsNatural};
+
+const IA32_FEATURE_CONTROL: u32 = 0x3a;
+const IA32_EFER: u32 = 0xc000_0080;
+
+/// MSRs the guest reads and writes directly: their guest values are either
+/// switched by the VMCS (FS/GS base, SYSENTER_*) or unused by perfvisor
+/// (KERNEL_GS_BASE, STAR/LSTAR/CSTAR/SFMASK, TSC_AUX: the hypervisor never
+/// executes SWAPGS, SYSCALL or RDTSCP).
+pub const PASSTHROUGH_MSRS: &[u32] = &[
+    0x174,
+    0x175,
+    0x176,
+    0xc000_0081,
+    0xc000_0082,
+    0xc000_0083,
+    0xc000_0084,
+    0xc000_0100,
+    0xc000_0101,
+    0xc000_0102,
+    0xc000_0103,
+];
+
+/// How the guest ended.
+pub enum GuestEnd {
+    /// It called the Exit hypercall with this status.
+    Exited(u64),
+    /// perfvisor stopped it; why.
+    Stopped(&'static str),
+}
+
+/// Exits counted by basic reason (0..=75 covers every defined reason).
+pub const COUNTED_REASONS: usize = 76;
+
+pub struct Guest {
+    pub vcpu: Vcpu,
+    pub cpuid: CpuidCache,
+    pub ram: [RamRange; perfvisor_abi::MAX_RAM_RANGES],
+    pub ram_count: usize,
+    pub exits: [u64; COUNTED_REASONS],
+}
+
+/// A guest MSR access that must #GP.
+struct InjectGp;
+
+impl Guest {
+    fn ram(&self) -> &[RamRange] {
+        &self.ram[..self.ram_count]
+    }
+
+    /// The guest's bytes at [gpa, gpa + len), if all of it is guest RAM.
+    fn guest_bytes(&self, gpa: u64, len: u64) -> Option<&[u8]> {
+        let end = gpa.checked_add(len)?;
+        if len > 4096 || !self.ram().iter().any(|r| r.start <= gpa && end <= r.end) {
+            return None;
+        }
+        // SAFETY: the range is guest RAM (identity-mapped for the guest, never
+        // used by the hypervisor) and mapped through the physical map. The
+        // guest is not running while we read it.
+        Some(unsafe { core::slice::from_raw_parts(phys_map().ptr::<u8>(gpa), len as usize) })
+    }
+
+    fn advance_rip(&self) -> Result<(), VmcsError> {
+        let mut v = ActiveVmcs;
+        let len = v.read32(Vmcs32::ExitInstructionLength)?;
+        let rip = v.read_natural(VmcsNatural::GuestRip)?;
+        v.write_natural(VmcsNatural::GuestRip, rip + u64::from(len))
+    }
+
+    fn inject_gp(&self) -> Result<(), VmcsError> {
+        let mut v = ActiveVmcs;
+        v.write32(
+            Vmcs32::EntryInterruptionInfo,
+            injection_info(13, EventKind::HardwareException, true),
+        )?;
+        v.write32(Vmcs32::EntryExceptionErrorCode, 0)
+    }
+
+    /// Runs the guest until it exits or is stopped.
+    pub fn run(&mut self) -> GuestEnd {
+        loop {
+            if let Err(e) = self.vcpu.enter() {
+                error!(
+                    "vmx: {} failed: {}",
+                    e.field,
+                    instruction_error_text(e.instruction_error)
+                );
+                dump_vmcs();
+                return GuestEnd::Stopped("VM entry failed");
+            }
+            match self.handle_exit() {
+                Ok(None) => {}
+                Ok(Some(end)) => return end,
+                Err(e) => {
+                    error!("vmx: {e}");
+                    dump_vmcs();
+                    return GuestEnd::Stopped("VMCS access failed");
+                }
+            }
+        }
+    }
+
+    fn handle_exit(&mut self) -> Result<Option<GuestEnd>, VmcsError> {
+        let v = ActiveVmcs;
+        let raw = RawExitReason(v.read32(Vmcs32::ExitReason)?);
+        if let Some(n) = self.exits.get_mut(usize::from(raw.basic())) {
+            *n += 1;
+        }
+        if raw.entry_failed() {
+            let qualification = v.read_natural(VmcsNatural::ExitQualification)?;
+            EntryFailure::decode(raw.basic(), qualification).describe(qualification, |a| {
+                error!("vmx: {a} (exit qualification {qualification:#x})")
+            });
+            dump_vmcs();
+            return Ok(Some(GuestEnd::Stopped("VM entry failed")));
+        }
+        match raw.reason() {
+            ExitReason::Cpuid => {
+                let r = self
+                    .cpuid
+                    .lookup(self.vcpu.regs.rax as u32, self.vcpu.regs.rcx as u32);
+                let regs = &mut self.vcpu.regs;
+                (regs.rax, regs.rbx, regs.rcx, regs.rdx) =
+                    (r.eax.into(), r.ebx.into(), r.ecx.into(), r.edx.into());
+                self.advance_rip()?;
+            }
+            ExitReason::Rdmsr => {
+                let msr = self.vcpu.regs.rcx as u32;
+                match self.read_msr(msr)? {
+                    Ok(value) => {
+                        self.vcpu.regs.rax = value & 0xffff_ffff;
+                        self.vcpu.regs.rdx = value >> 32;
+                        self.advance_rip()?;
+                    }
+                    Err(InjectGp) => self.inject_gp()?,
+                }
+            }
+            ExitReason::Wrmsr => {
+                let msr = self.vcpu.regs.rcx as u32;
+                let value = (self.vcpu.regs.rdx << 32) | (self.vcpu.regs.rax & 0xffff_ffff);
+                match self.write_msr(msr, value)? {
+                    Ok(()) => self.advance_rip()?,
+                    Err(InjectGp) => self.inject_gp()?,
+                }
+            }
+            ExitReason::Vmcall => {
+                let end = self.hypercall();
+                self.advance_rip()?;
+                return Ok(end);
+            }
+            // No interrupts are ever delivered to the guest, so HLT is a yield.
+            ExitReason::Hlt => self.advance_rip()?,
+            ExitReason::EptViolation => {
+                let q = EptViolation(v.read_natural(VmcsNatural::ExitQualification)?);
+                let gpa = v.read64(Vmcs64::GuestPhysicalAddress)?;
+                let rip = v.read_natural(VmcsNatural::GuestRip)?;
+                let linear = if q.linear_address_valid() {
+                    v.read_natural(VmcsNatural::GuestLinearAddress).ok()
+                } else {
+                    None
+                };
+                error!(
+                    "vmx: EPT violation: guest {q} at guest-physical {gpa:#x} (linear {linear:#x?}), RIP {rip:#x}: \
+                     not guest RAM; the guest is stopped"
+                );
+                return Ok(Some(GuestEnd::Stopped("EPT violation")));
+            }
+            ExitReason::TripleFault => {
+                let rip = v.read_natural(VmcsNatural::GuestRip)?;
+                error!("vmx: the guest triple-faulted (RIP {rip:#x}): an exception while delivering a double fault");
+                dump_vmcs();
+                return Ok(Some(GuestEnd::Stopped("triple fault")));
+            }
+            other => {
+                let q = v.read_natural(VmcsNatural::ExitQualification)?;
+                let rip = v.read_natural(VmcsNatural::GuestRip)?;
+                error!("vmx: unhandled VM exit: {other} (basic reason {}), qualification {q:#x}, RIP {rip:#x}", raw.basic());
+                dump_vmcs();
+                return Ok(Some(GuestEnd::Stopped("unhandled VM exit")));
+            }
+        }
+        Ok(None)
+    }
+
+    /// RDMSR of an intercepted MSR: emulated, or #GP as hardware gives for
+    /// an MSR it does not have.
+    fn read_msr(&self, msr: u32) -> Result<Result<u64, InjectGp>, VmcsError> {
+        let v = ActiveVmcs;
+        Ok(match msr {
+            // Locked, VMX off: perfvisor offers no nested VMX.
+            IA32_FEATURE_CONTROL => Ok(1),
+            IA32_PAT => Ok(v.read64(Vmcs64::GuestPat)?),
+            IA32_EFER => Ok(v.read64(Vmcs64::GuestEfer)?),
+            _ => Err(InjectGp),
+        })
+    }
+
+    fn write_msr(&mut self, msr: u32, value: u64) -> Result<Result<(), InjectGp>, VmcsError> {
+        let mut v = ActiveVmcs;
+        Ok(match msr {
+            // Locked: every write #GPs (SDM vol. 4, IA32_FEATURE_CONTROL bit 0).
+            IA32_FEATURE_CONTROL => Err(InjectGp),
+            // Each PAT entry must be a defined type (0, 1, 4, 5, 6, 7); bits
+            // 7:3 of each byte are reserved (SDM vol. 3A §13.12.2).
+            IA32_PAT
+                if value
+                    .to_le_bytes()
+                    .iter()
+                    .all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7)) =>
+            {
+                Ok(v.write64(Vmcs64::GuestPat, value)?)
+            }
+            IA32_PAT => Err(InjectGp),
+            IA32_EFER => {
+                // SCE, LME, LMA, NXE; LME/LMA cannot change while paging is on.
+                const WRITABLE: u64 = 1 | 1 << 8 | 1 << 10 | 1 << 11;
+                let current = v.read64(Vmcs64::GuestEfer)?;
+                if value & !WRITABLE != 0 || (value ^ current) & (1 << 8 | 1 << 10) != 0 {
+                    Err(InjectGp)
+                } else {
+                    Ok(v.write64(Vmcs64::GuestEfer, value)?)
+                }
+            }
+            _ => Err(InjectGp),
+        })
+    }
+
+    /// A VMCALL (ABI: `perfvisor_abi`). Returns `Some` when the guest ends.
+    fn hypercall(&mut self) -> Option<GuestEnd> {
+        let r = self.vcpu.regs;
+        let result = match Hypercall::from_raw(r.rax) {
+            Some(Hypercall::AbiVersion) => u64::from(perfvisor_abi::ABI_VERSION),
+            Some(Hypercall::Write) => match self.guest_bytes(r.rdi, r.rsi) {
+                Some(bytes) => {
+                    write_fmt(format_args!("guest: {}", Printable(bytes)));
+                    0
+                }
+                None => HYPERCALL_ERROR,
+            },
+            Some(Hypercall::ReportTest) => {
+                let name = self.guest_bytes(r.rsi, r.rdx);
+                let why = if r.r8 == 0 {
+                    Some(&b""[..])
+                } else {
+                    self.guest_bytes(r.rcx, r.r8)
+                };
+                const OK: u64 = TestStatus::Ok as u64;
+                const FAILED: u64 = TestStatus::Failed as u64;
+                const SKIPPED: u64 = TestStatus::Skipped as u64;
+                match (name, why, r.rdi) {
+                    (Some(name), Some(_), OK) => {
+                        write_fmt(format_args!("TEST {} ... ok\n", Printable(name)))
+                    }
+                    (Some(name), Some(why), FAILED) => write_fmt(format_args!(
+                        "TEST {} ... FAILED ({})\n",
+                        Printable(name),
+                        Printable(why)
+                    )),
+                    (Some(name), Some(why), SKIPPED) => write_fmt(format_args!(
+                        "TEST {} ... skipped ({})\n",
+                        Printable(name),
+                        Printable(why)
+                    )),
+                    _ => {
+                        self.vcpu.regs.rax = HYPERCALL_ERROR;
+                        return None;
+                    }
+                }
+                0
+            }
+            Some(Hypercall::Exit) => return Some(GuestEnd::Exited(r.rdi)),
+            Some(Hypercall::ExitCount) => self
+                .exits
+                .get(r.rdi as usize)
+                .copied()
+                .unwrap_or(HYPERCALL_ERROR),
+            None => {
+                warn!("vmx: unknown hypercall {:#x} from the guest", r.rax);
+                HYPERCALL_ERROR
+            }
+        };
+        self.vcpu.regs.rax = result;
+        None
+    }
+
+    /// One line per exit reason that occurred.
+    pub fn report_exit_counts(&self) {
+        let total: u64 = self.exits.iter().sum();
+        info!("exits: {total} VM exits in all");
+        for (reason, &n) in self.exits.iter().enumerate().filter(|(_, n)| **n > 0) {
+            info!("exits: {n:>8} {}", ExitReason::from_basic(reason as u16));
+        }
+    }
+}
+
+/// Guest text, with anything but printable ASCII and newlines shown as `?`.
+struct Printable<'a>(&'a [u8]);
+
+impl core::fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for &b in self.0 {
+            let c = if b == b'\n' || (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '?'
+            };
+            core::fmt::Write::write_char(f, c)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every VMCS field, on the console.
+pub fn dump_vmcs() {
+    write_fmt(format_args!("VMCS dump:\n"));
+    vmx::vmcs::dump(&ActiveVmcs, write_fmt);
+}
