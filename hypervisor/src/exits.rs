@@ -168,13 +168,14 @@ impl Guest {
                 let gpa = v.read64(Vmcs64::GuestPhysicalAddress)?;
                 let rip = v.read_natural(VmcsNatural::GuestRip)?;
                 let linear = if q.linear_address_valid() {
-                    v.read_natural(VmcsNatural::GuestLinearAddress).ok()
+                    v.read_natural(VmcsNatural::GuestLinearAddress)?
                 } else {
-                    None
+                    0
                 };
                 error!(
-                    "vmx: EPT violation: guest {q} at guest-physical {gpa:#x} (linear {linear:#x?}), RIP {rip:#x}: \
-                     not guest RAM; the guest is stopped"
+                    "vmx: EPT violation: guest {q} at guest-physical {gpa:#x} (linear {linear:#x}{}), RIP {rip:#x}: \
+                     not guest RAM; the guest is stopped",
+                    if q.linear_address_valid() { "" } else { ", not reported" }
                 );
                 return Ok(Some(GuestEnd::Stopped("EPT violation")));
             }

@@ -96,6 +96,22 @@ fn report_vmx(caps: &VmxCaps) {
         basic.memory_type(),
         if basic.true_controls() { "yes" } else { "no" }
     );
+    let raw = |c: vmx::ControlCap| (u64::from(c.may_be_one) << 32) | u64::from(c.must_be_one);
+    info!(
+        "vmx: capability MSRs basic {:#x} pin {:#x} primary {:#x} secondary {:#x} exit {:#x} entry {:#x} \
+         ept/vpid {:#x} cr0 fixed {:#x}/{:#x} cr4 fixed {:#x}/{:#x}",
+        caps.basic,
+        raw(caps.pin),
+        raw(caps.primary),
+        raw(caps.secondary),
+        raw(caps.exit),
+        raw(caps.entry),
+        caps.ept_vpid,
+        caps.cr0_fixed0,
+        caps.cr0_fixed1,
+        caps.cr4_fixed0,
+        caps.cr4_fixed1
+    );
     for (name, available) in caps.features() {
         info!(
             "vmx: control {name}: {}",

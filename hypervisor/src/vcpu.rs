@@ -8,7 +8,6 @@ use crate::vmx_hw::{self, ActiveVmcs};
 use core::arch::global_asm;
 use core::fmt;
 use vmx::caps::MissingControls;
-use vmx::controls::{EntryControls, ExitControls, PinControls, PrimaryControls, SecondaryControls};
 use vmx::ept::{Ept, EptError, EptPerms, MemoryType};
 use vmx::msr_bitmap::{Intercept, MsrBitmap};
 use vmx::vmcs::{Vmcs16, Vmcs32, Vmcs64, VmcsAccess, VmcsError, VmcsNatural};
@@ -277,36 +276,13 @@ impl Vcpu {
 }
 
 fn write_controls(v: &mut ActiveVmcs, caps: &VmxCaps) -> Result<(), SetupError> {
-    let pin = caps
-        .pin
-        .resolve("pin-based controls", 0, PinControls::NMI_EXITING.bits())?;
-    let primary = caps.primary.resolve(
-        "primary processor-based controls",
-        (PrimaryControls::HLT_EXITING
-            | PrimaryControls::USE_MSR_BITMAPS
-            | PrimaryControls::ACTIVATE_SECONDARY_CONTROLS)
-            .bits(),
-        0,
-    )?;
-    let secondary = caps.secondary.resolve(
-        "secondary processor-based controls",
-        (SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID).bits(),
-        (SecondaryControls::ENABLE_RDTSCP
-            | SecondaryControls::ENABLE_INVPCID
-            | SecondaryControls::ENABLE_XSAVES)
-            .bits(),
-    )?;
-    let exit = caps.exit.resolve(
-        "VM-exit controls",
-        (ExitControls::HOST_ADDRESS_SPACE_SIZE | ExitControls::SAVE_EFER | ExitControls::LOAD_EFER)
-            .bits(),
-        (ExitControls::SAVE_PAT | ExitControls::LOAD_PAT).bits(),
-    )?;
-    let entry = caps.entry.resolve(
-        "VM-entry controls",
-        (EntryControls::IA32E_MODE_GUEST | EntryControls::LOAD_EFER).bits(),
-        EntryControls::LOAD_PAT.bits(),
-    )?;
+    let vmx::controls::ResolvedControls {
+        pin,
+        primary,
+        secondary,
+        exit,
+        entry,
+    } = vmx::controls::resolve_for_guest(caps)?;
     v.write32(Vmcs32::PinControls, pin)?;
     v.write32(Vmcs32::PrimaryControls, primary)?;
     v.write32(Vmcs32::SecondaryControls, secondary)?;

@@ -29,7 +29,17 @@ fn instruction_error() -> u32 {
     }
 }
 
-fn check(rflags: u64, field: &'static str, encoding: u32) -> Result<(), VmcsError> {
+/// `field` is only evaluated on failure: naming a field costs a table
+/// search, which the exit path must not pay on every access.
+fn check(
+    rflags: u64,
+    field: impl FnOnce() -> &'static str,
+    encoding: u32,
+) -> Result<(), VmcsError> {
+    if rflags & (RFLAGS_CF | RFLAGS_ZF) == 0 {
+        return Ok(());
+    }
+    let field = field();
     if rflags & RFLAGS_CF != 0 {
         Err(VmcsError {
             field,
@@ -60,7 +70,7 @@ impl VmcsAccess for ActiveVmcs {
         unsafe {
             asm!("vmread {v}, {f}", "pushfq", "pop {fl}", v = out(reg) value, f = in(reg) u64::from(encoding), fl = out(reg) rflags)
         };
-        check(rflags, field_name(encoding), encoding).map(|()| value)
+        check(rflags, || field_name(encoding), encoding).map(|()| value)
     }
 
     fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmcsError> {
@@ -71,7 +81,7 @@ impl VmcsAccess for ActiveVmcs {
         unsafe {
             asm!("vmwrite {f}, {v}", "pushfq", "pop {fl}", f = in(reg) u64::from(encoding), v = in(reg) value, fl = out(reg) rflags)
         };
-        check(rflags, field_name(encoding), encoding)
+        check(rflags, || field_name(encoding), encoding)
     }
 }
 
@@ -84,7 +94,7 @@ pub unsafe fn vmclear(phys: u64) -> Result<(), VmcsError> {
     let rflags: u64;
     // SAFETY: the caller guarantees `phys` is a VMCS region we own.
     unsafe { asm!("vmclear [{p}]", "pushfq", "pop {fl}", p = in(reg) &phys, fl = out(reg) rflags) };
-    check(rflags, "VMCLEAR", 0)
+    check(rflags, || "VMCLEAR", 0)
 }
 
 /// VMPTRLD: makes the VMCS at `phys` current.
@@ -95,7 +105,7 @@ pub unsafe fn vmptrld(phys: u64) -> Result<(), VmcsError> {
     let rflags: u64;
     // SAFETY: the caller guarantees `phys` is a VMCS region we own.
     unsafe { asm!("vmptrld [{p}]", "pushfq", "pop {fl}", p = in(reg) &phys, fl = out(reg) rflags) };
-    check(rflags, "VMPTRLD", 0)
+    check(rflags, || "VMPTRLD", 0)
 }
 
 /// INVEPT single-context (type 1) for `eptp` (SDM vol. 3C §31.3, INVEPT).
@@ -107,7 +117,7 @@ pub fn invept_single_context(eptp: u64) -> Result<(), VmcsError> {
     unsafe {
         asm!("invept {t}, [{d}]", "pushfq", "pop {fl}", t = in(reg) 1u64, d = in(reg) &descriptor, fl = out(reg) rflags)
     };
-    check(rflags, "INVEPT", 0)
+    check(rflags, || "INVEPT", 0)
 }
 
 /// INVVPID single-context (type 1) for `vpid`.
@@ -118,5 +128,5 @@ pub fn invvpid_single_context(vpid: u16) -> Result<(), VmcsError> {
     unsafe {
         asm!("invvpid {t}, [{d}]", "pushfq", "pop {fl}", t = in(reg) 1u64, d = in(reg) &descriptor, fl = out(reg) rflags)
     };
-    check(rflags, "INVVPID", 0)
+    check(rflags, || "INVVPID", 0)
 }

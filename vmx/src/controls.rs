@@ -73,3 +73,133 @@ bitflags! {
         const LOAD_EFER = 1 << 15;
     }
 }
+
+use crate::caps::{MissingControls, VmxCaps};
+
+/// The control values perfvisor programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolvedControls {
+    pub pin: u32,
+    pub primary: u32,
+    pub secondary: u32,
+    pub exit: u32,
+    pub entry: u32,
+}
+
+/// perfvisor's controls for a 64-bit guest: what it cannot run without
+/// (MSR bitmaps, EPT, VPID, HLT exiting, 64-bit host and guest, EFER
+/// switching) and what it uses when present (PAT switching, RDTSCP,
+/// INVPCID, XSAVES for the guest, NMI exiting). Errors name the missing bits.
+pub fn resolve_for_guest(caps: &VmxCaps) -> Result<ResolvedControls, MissingControls> {
+    Ok(ResolvedControls {
+        pin: caps
+            .pin
+            .resolve("pin-based controls", 0, PinControls::NMI_EXITING.bits())?,
+        primary: caps.primary.resolve(
+            "primary processor-based controls",
+            (PrimaryControls::HLT_EXITING
+                | PrimaryControls::USE_MSR_BITMAPS
+                | PrimaryControls::ACTIVATE_SECONDARY_CONTROLS)
+                .bits(),
+            0,
+        )?,
+        secondary: caps.secondary.resolve(
+            "secondary processor-based controls",
+            (SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID).bits(),
+            (SecondaryControls::ENABLE_RDTSCP
+                | SecondaryControls::ENABLE_INVPCID
+                | SecondaryControls::ENABLE_XSAVES)
+                .bits(),
+        )?,
+        exit: caps.exit.resolve(
+            "VM-exit controls",
+            (ExitControls::HOST_ADDRESS_SPACE_SIZE
+                | ExitControls::SAVE_EFER
+                | ExitControls::LOAD_EFER)
+                .bits(),
+            (ExitControls::SAVE_PAT | ExitControls::LOAD_PAT).bits(),
+        )?,
+        entry: caps.entry.resolve(
+            "VM-entry controls",
+            (EntryControls::IA32E_MODE_GUEST | EntryControls::LOAD_EFER).bits(),
+            EntryControls::LOAD_PAT.bits(),
+        )?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::ControlCap;
+
+    /// The capability MSRs as perfvisor's boot report printed them in
+    /// Bochs 2.7 (`vmx: capability MSRs ...`), TRUE_* values.
+    fn bochs(secondary: u64, exit: u64, entry: u64, primary: u64, ept: u64) -> VmxCaps {
+        VmxCaps {
+            pin: ControlCap::from_msr(0x7f_0000_0016),
+            primary: ControlCap::from_msr(primary),
+            secondary: ControlCap::from_msr(secondary),
+            exit: ControlCap::from_msr(exit),
+            entry: ControlCap::from_msr(entry),
+            ept_vpid: ept,
+            ..Default::default()
+        }
+    }
+
+    fn skylake_x() -> VmxCaps {
+        bochs(
+            0x0217_7fff_0000_0000,
+            0x007f_ffff_0003_6dfb,
+            0xffff_0000_11fb,
+            0xf7f9_fffe_0400_6172,
+            0x0f01_0633_4141,
+        )
+    }
+
+    fn tigerlake() -> VmxCaps {
+        bochs(
+            0x0297_7fff_0000_0000,
+            0x107f_ffff_0003_6dfb,
+            0x10_ffff_0000_11fb,
+            0xfff9_fffe_0400_6172,
+            0x0f01_06b3_4141,
+        )
+    }
+
+    #[test]
+    fn bochs_models_get_every_required_and_optional_control() {
+        for caps in [skylake_x(), tigerlake()] {
+            let c = resolve_for_guest(&caps).unwrap();
+            assert_eq!(
+                c.pin,
+                0x16 | PinControls::NMI_EXITING.bits(),
+                "default1 bits kept"
+            );
+            assert!(PrimaryControls::from_bits_retain(c.primary)
+                .contains(PrimaryControls::USE_MSR_BITMAPS | PrimaryControls::HLT_EXITING));
+            let sec = SecondaryControls::from_bits_retain(c.secondary);
+            assert!(sec.contains(SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID));
+            assert!(ExitControls::from_bits_retain(c.exit)
+                .contains(ExitControls::LOAD_PAT | ExitControls::LOAD_EFER));
+            assert!(
+                EntryControls::from_bits_retain(c.entry).contains(EntryControls::IA32E_MODE_GUEST)
+            );
+            // Bochs accepts the GLOBAL_CTRL load controls but has no save control.
+            assert!(caps.exit.allows(ExitControls::LOAD_PERF_GLOBAL_CTRL.bits()));
+            assert!(!caps.exit.allows(ExitControls::SAVE_PERF_GLOBAL_CTRL.bits()));
+        }
+    }
+
+    #[test]
+    fn a_cpu_without_vpid_is_refused_by_name() {
+        let mut caps = skylake_x();
+        caps.secondary.may_be_one &= !SecondaryControls::ENABLE_VPID.bits();
+        let err = resolve_for_guest(&caps).unwrap_err();
+        assert_eq!(err.field, "secondary processor-based controls");
+        assert_eq!(err.bits, SecondaryControls::ENABLE_VPID.bits());
+        assert_eq!(
+            err.to_string(),
+            "the CPU cannot set required secondary processor-based controls bits 0x00000020"
+        );
+    }
+}

@@ -14,16 +14,17 @@ const VMX_ROOT: &str = "vmx: entered VMX root mode";
 
 pub fn bench(args: &[String]) -> Fallible<bool> {
     let Some((what, rest)) = args.split_first() else {
-        return Err("bench needs a benchmark name: boot or pmu-switch".into());
+        return Err("bench needs a benchmark name: boot, exits or pmu-switch".into());
     };
     match what.as_str() {
         "boot" => boot_bench(rest),
+        "exits" => exits_bench(rest),
         "pmu-switch" => {
             Options::new(rest).finish()?;
             Ok(crate::bench_pmu::pmu_switch())
         }
         other => Err(format!(
-            "unknown benchmark {other:?} (available: boot, pmu-switch)"
+            "unknown benchmark {other:?} (available: boot, exits, pmu-switch)"
         )),
     }
 }
@@ -111,5 +112,65 @@ fn boot_bench(args: &[String]) -> Fallible<bool> {
             )
         );
     }
+    Ok(true)
+}
+
+/// `cargo xtask bench exits`: the guest measures, with RDTSC, 10,000 CPUID
+/// exits, intercepted RDMSRs and VMCALLs minus a null loop, in Bochs, whose
+/// TSC advances with emulated instructions: the figures are instructions
+/// per exit, hypervisor and VM exit/entry included.
+fn exits_bench(args: &[String]) -> Fallible<bool> {
+    let mut o = Options::new(args);
+    let model = o.value(&["--cpu"])?.unwrap_or_else(|| "tigerlake".into());
+    o.finish()?;
+    setup::ensure_emulators()?;
+    let builder = Builder::new()?;
+    let image = builder.image(
+        Firmware::Bios,
+        Some("guest=bench\n"),
+        GuestImage::TestKernel,
+    )?;
+    let outcome = boot(&BootSpec {
+        emulator: Emulator::Bochs {
+            model: model.clone(),
+            msrs: None,
+        },
+        firmware: Firmware::Bios,
+        image,
+        run_dir: build_dir().join("runs").join("bench-exits"),
+        timeout: Duration::from_secs(600),
+        echo: false,
+        gdb: false,
+        watch: Vec::new(),
+    })?;
+    let figure = |name: &str| {
+        outcome.serial.lines().find_map(|l| {
+            l.strip_prefix(&format!("guest: BENCH {name} "))
+                .or_else(|| l.strip_prefix(&format!("BENCH {name} ")))
+        })
+    };
+    let rows = [
+        ("CPUID exit", "cpuid"),
+        ("intercepted RDMSR exit (IA32_PAT)", "rdmsr-intercepted"),
+        ("VMCALL (ABI version)", "vmcall"),
+    ];
+    if rows.iter().any(|(_, key)| figure(key).is_none()) {
+        return Err(format!(
+            "the guest printed no BENCH figures (verdict {:?}); console in {}",
+            outcome.verdict,
+            outcome.run_dir.join("serial.log").display()
+        ));
+    }
+    println!("exit costs in Bochs {model}: emulated instructions per exit (guest RDTSC, 10,000 iterations, null loop subtracted)");
+    if let Some(c) = figure("calibration:") {
+        println!("({c})");
+    }
+    println!("{:<40} {:>14}", "exit", "instructions");
+    for (label, key) in rows {
+        println!("{label:<40} {:>14}", figure(key).unwrap_or("?"));
+    }
+    println!(
+        "target: <= 150 hypervisor instructions per CPUID exit (the figure includes VM exit/entry)"
+    );
     Ok(true)
 }

@@ -33,6 +33,7 @@ cargo xtask <command> [options]
                               host unit tests + end-to-end boots; last line `N passed, N failed`
   lint                        cargo fmt --check and clippy -D warnings over every crate
   bench boot [--runs N]       median seconds to the first console line and to VMX root
+  bench exits [--cpu MODEL]   instructions per CPUID/RDMSR/VMCALL exit, measured by the guest in Bochs
   bench pmu-switch            PMU instructions per VM exit/entry and per context switch (SDM model)
   help                        this text
 

@@ -1,8 +1,10 @@
 //! Exit costs measured from inside the guest (`cargo xtask bench exits`).
-//! Bochs' TSC advances with emulated instructions, so a TSC delta there is
-//! an instruction count: the average over ITERATIONS exits minus a null
-//! loop's average is the hypervisor's path length per exit (plus the VM
-//! exit/entry themselves). On hardware the same figures are TSC cycles.
+//! Bochs' TSC advances with emulated instructions at a fixed ratio, which a
+//! loop of known length calibrates; the average over ITERATIONS exits minus
+//! a null loop's average, so converted, is the hypervisor's path length per
+//! exit (plus the VM exit/entry themselves). On hardware the calibration
+//! measures cycles per instruction of that loop instead, and the figures
+//! are only indicative.
 
 use crate::faults::rdmsr;
 use crate::fmt;
@@ -22,7 +24,19 @@ fn average(mut f: impl FnMut()) -> u64 {
     (unsafe { _rdtsc() } - start) / ITERATIONS
 }
 
+/// TSC ticks per instruction, from a loop of exactly 2 x 100,000 instructions
+/// (`dec rcx; jnz`): Bochs' TSC follows its instruction count, but not 1:1.
+fn ticks_per_1000_instructions() -> u64 {
+    // SAFETY: RDTSC is unprivileged; the loop only counts RCX down.
+    unsafe {
+        let start = _rdtsc();
+        core::arch::asm!("2:", "dec {n}", "jnz 2b", n = inout(reg) 100_000u64 => _);
+        (_rdtsc() - start) * 1000 / 200_000
+    }
+}
+
 pub fn run() {
+    let per_1000 = ticks_per_1000_instructions().max(1);
     let baseline = average(|| core::hint::black_box(()));
     let cpuid = average(|| {
         core::hint::black_box(__cpuid_count(0, 0));
@@ -33,13 +47,14 @@ pub fn run() {
     let vmcall = average(|| {
         core::hint::black_box(vmcall(Hypercall::AbiVersion as u64, [0; 5]));
     });
+    let instructions = |ticks: u64| ticks.saturating_sub(baseline) * 1000 / per_1000;
     hypercall::write(
         fmt!(
-            "BENCH exits: {ITERATIONS} iterations each, TSC per iteration minus the null loop ({baseline}):\n\
+            "BENCH calibration: {per_1000} TSC ticks per 1000 instructions; null loop {baseline} ticks\n\
              BENCH cpuid {}\nBENCH rdmsr-intercepted {}\nBENCH vmcall {}\n",
-            cpuid.saturating_sub(baseline),
-            msr.saturating_sub(baseline),
-            vmcall.saturating_sub(baseline)
+            instructions(cpuid),
+            instructions(msr),
+            instructions(vmcall)
         )
         .as_str(),
     );

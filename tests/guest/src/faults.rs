@@ -80,7 +80,7 @@ pub fn init() {
     // SAFETY: runs once at start, before anything else uses these statics;
     // they live forever, as `load` requires.
     unsafe {
-        let gdt = &mut *(&raw mut GDT);
+        let gdt = &mut *core::ptr::addr_of_mut!(GDT);
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
         gdt.load_unsafe();
@@ -88,7 +88,7 @@ pub fn init() {
         SS::set_reg(data);
         DS::set_reg(data);
         ES::set_reg(data);
-        let idt = &mut *(&raw mut IDT);
+        let idt = &mut *core::ptr::addr_of_mut!(IDT);
         let addr = |f: extern "C" fn()| VirtAddr::new(f as usize as u64);
         idt.divide_error.set_handler_addr(addr(divide_error));
         idt.invalid_opcode.set_handler_addr(addr(invalid_opcode));

@@ -1,5 +1,7 @@
 //! The guest-side tests of the VMX core. Each prints, through the
 //! ReportTest hypercall, `TEST name ... ok|FAILED (why)|skipped (why)`.
+// The guest has no allocator: a failure's message is a fixed 256-byte buffer.
+#![allow(clippy::result_large_err)]
 
 use crate::faults::{rdmsr, wrmsr};
 use crate::fmt;
@@ -111,10 +113,8 @@ fn unknown_msr_gp() -> Outcome {
         "RDMSR of an unknown MSR did not #GP"
     );
     // SAFETY: the MSR does not exist; the write must fault.
-    ensure!(
-        unsafe { wrmsr(0x1234_5678, 1) } == Err(GP),
-        "WRMSR of an unknown MSR did not #GP"
-    );
+    let written = unsafe { wrmsr(0x1234_5678, 1) };
+    ensure!(written == Err(GP), "WRMSR of an unknown MSR did not #GP");
     ensure!(
         rdmsr(0x1234_5678) == Err(GP),
         "RDMSR after a #GP did not #GP again"
@@ -125,16 +125,15 @@ fn unknown_msr_gp() -> Outcome {
 fn emulated_msr_reserved_bits_gp() -> Outcome {
     let pat = rdmsr(IA32_PAT).map_err(|v| fmt!("RDMSR PAT faulted ({v})"))?;
     // SAFETY: a PAT whose entry 0 is type 8 (reserved) must #GP and change nothing.
-    ensure!(
-        unsafe { wrmsr(IA32_PAT, (pat & !0xff) | 0x08) } == Err(GP),
-        "reserved PAT type accepted"
-    );
+    let written = unsafe { wrmsr(IA32_PAT, (pat & !0xff) | 0x08) };
+    ensure!(written == Err(GP), "reserved PAT type accepted");
     ensure!(
         rdmsr(IA32_PAT) == Ok(pat),
         "PAT changed by a faulting write"
     );
-    let new = (pat & !0xff) | 0x01; // entry 0: write-combining
-                                    // SAFETY: only entry 0 changes, which the guest's page tables never select (PAT bits 0).
+    // Entry 0 becomes write-combining.
+    let new = (pat & !0xff) | 0x01;
+    // SAFETY: only entry 0 changes, which the guest's page tables never select (PAT bits 0).
     unsafe { wrmsr(IA32_PAT, new) }.map_err(|v| fmt!("valid PAT write faulted ({v})"))?;
     ensure!(rdmsr(IA32_PAT) == Ok(new), "PAT did not keep the value");
     // SAFETY: restores the original value.
@@ -149,10 +148,8 @@ fn feature_control_locked() -> Outcome {
         "IA32_FEATURE_CONTROL = {v:#x}: want locked, VMX off"
     );
     // SAFETY: the write must #GP (the MSR is locked).
-    ensure!(
-        unsafe { wrmsr(IA32_FEATURE_CONTROL, v) } == Err(GP),
-        "write to a locked MSR accepted"
-    );
+    let written = unsafe { wrmsr(IA32_FEATURE_CONTROL, v) };
+    ensure!(written == Err(GP), "write to a locked MSR accepted");
     Ok(())
 }
 
