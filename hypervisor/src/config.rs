@@ -17,7 +17,8 @@
 //! # comment
 //! log=debug          # error | warn | info | debug | trace
 //! selftest=panic     # none | panic | exception: end in a deliberate failure
-//! guest=suite        # suite | ept-violation | triple-fault | exit-status | bench
+//! guest=suite        # suite | ept-violation | triple-fault | exit-status | bench | pmu-fuzz
+//! vpmu=auto          # auto | mediated | fallback | off
 //! ```
 //!
 //! A malformed config is reported line by line and ends the run with a fail
@@ -26,6 +27,7 @@
 
 use log::LevelFilter;
 use perfvisor_abi::Scenario;
+use pmu::mode::ModeRequest;
 
 const BUNDLE_MAGIC: &str = "#perfvisor-bundle v1\n";
 
@@ -89,6 +91,7 @@ pub struct BootConfig {
     pub log_level: Option<LevelFilter>,
     pub selftest: SelfTest,
     pub scenario: Scenario,
+    pub vpmu: ModeRequest,
 }
 
 /// What is wrong with a config line.
@@ -103,6 +106,7 @@ impl BootConfig {
         log_level: None,
         selftest: SelfTest::None,
         scenario: Scenario::Suite,
+        vpmu: ModeRequest::Auto,
     };
 
     /// Parses the config text; the first bad line is an error.
@@ -131,10 +135,13 @@ impl BootConfig {
                 ("selftest", _) => return Err(error("selftest must be none, panic or exception")),
                 ("guest", s) => {
                     config.scenario = Scenario::parse(s).ok_or(error(
-                        "guest must be suite, ept-violation, triple-fault, exit-status or bench",
+                        "guest must be suite, ept-violation, triple-fault, exit-status, bench or pmu-fuzz",
                     ))?
                 }
-                _ => return Err(error("unknown key (known: log, selftest, guest)")),
+                ("vpmu", s) => {
+                    config.vpmu = ModeRequest::parse(s).ok_or(error("vpmu must be auto, mediated, fallback or off"))?
+                }
+                _ => return Err(error("unknown key (known: log, selftest, guest, vpmu)")),
             }
         }
         Ok(config)

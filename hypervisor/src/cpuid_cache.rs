@@ -54,9 +54,9 @@ const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 
 impl CpuidCache {
     /// Reads the host's leaves and applies the guest's view: the
-    /// hypervisor bit set; VMX hidden (no nested virtualization); no PMU
-    /// (leaf 0AH zero, PDCM clear) until the vPMU is enabled.
-    pub fn build() -> Self {
+    /// hypervisor bit set; VMX hidden (no nested virtualization); the
+    /// guest's PMU in leaves 0AH and 23H, PDCM and CPUID.(7,1):EAX[8].
+    pub fn build(pmu: &pmu::guest::GuestPmu) -> Self {
         let max_basic = cpuid(0, 0).eax.min(BASIC_LEAVES as u32 - 1);
         let max_extended = cpuid(EXTENDED_BASE, 0)
             .eax
@@ -80,8 +80,21 @@ impl CpuidCache {
         c.extended[0].eax = max_extended;
         let leaf1 = &mut c.basic[1][0];
         leaf1.ecx = (leaf1.ecx | LEAF1_ECX_HYPERVISOR) & !(LEAF1_ECX_VMX | LEAF1_ECX_PDCM);
+        if pmu.layout.pdcm && pmu.layout.version > 0 {
+            leaf1.ecx |= LEAF1_ECX_PDCM;
+        }
         if max_basic >= 0xa {
-            c.basic[0xa][0] = CpuidRegs::default();
+            c.basic[0xa][0] = pmu.cpuid_0a();
+        }
+        if max_basic >= 7 {
+            const ARCH_PERFMON_EXT: u32 = 1 << 8;
+            let leaf7_1 = &mut c.basic[7][1];
+            leaf7_1.eax = (leaf7_1.eax & !ARCH_PERFMON_EXT) | if pmu.leaf_23 { ARCH_PERFMON_EXT } else { 0 };
+        }
+        if max_basic >= 0x23 {
+            for (sub, regs) in c.basic[0x23].iter_mut().enumerate() {
+                *regs = pmu.cpuid_23(sub as u32);
+            }
         }
         c
     }

@@ -6,6 +6,11 @@ use crate::cpuid_cache::CpuidCache;
 use crate::memory::phys_map;
 use crate::serial::write_fmt;
 use crate::vcpu::{Vcpu, IA32_PAT};
+use crate::vpmu::{KernelPmu, Vpmu};
+use pmu::events::{ArchEvent, Ring};
+use pmu::hw::PmuHardware;
+use pmu::msr::PmuReg;
+use pmu::vpmu::{Mode, VirtualPmu};
 use crate::vmx_hw::ActiveVmcs;
 use log::{error, info, warn};
 use perfvisor_abi::{Hypercall, RamRange, TestStatus, HYPERCALL_ERROR};
@@ -15,6 +20,18 @@ use vmx::vmcs::{Vmcs32, Vmcs64, VmcsAccess, VmcsError, VmcsNatural};
 
 const IA32_FEATURE_CONTROL: u32 = 0x3a;
 const IA32_EFER: u32 = 0xc000_0080;
+const IA32_DEBUGCTL: u32 = pmu::msr::IA32_DEBUGCTL;
+const DEBUGCTL_SUPPORTED: u64 = 1 | 1 << 1 | 1 << 11 | 1 << 12 | 1 << 14;
+
+/// The PMU MSRs the engine handles (DEBUGCTL is the VMCS's).
+fn is_vpmu_msr(msr: u32) -> bool {
+    PmuReg::decode(msr).is_some_and(|r| r != PmuReg::DebugCtl)
+}
+
+/// The canary the other PMU context keeps in PMC0 and PERFEVTSEL0 (event
+/// 0x2e/0x4f, EN clear: it never counts).
+pub const CANARY_COUNTER: u64 = 0x5eed_cafe;
+pub const CANARY_SELECTOR: u64 = 0x4f2e;
 
 /// MSRs the guest reads and writes directly: their guest values are either
 /// switched by the VMCS (FS/GS base, SYSENTER_*) or unused by perfvisor
@@ -47,6 +64,11 @@ pub const COUNTED_REASONS: usize = 76;
 
 pub struct Guest {
     pub vcpu: Vcpu,
+    pub vpmu: Vpmu,
+    /// Another PMU context (the host's, holding a canary) for the PmuSwitch test hypercall.
+    pub other_context: VirtualPmu,
+    /// PMIs the engine's software accounting owed the guest.
+    pub pmis_owed: u64,
     pub cpuid: CpuidCache,
     pub ram: [RamRange; perfvisor_abi::MAX_RAM_RANGES],
     pub ram_count: usize,
@@ -144,6 +166,7 @@ impl Guest {
                         self.vcpu.regs.rax = value & 0xffff_ffff;
                         self.vcpu.regs.rdx = value >> 32;
                         self.advance_rip()?;
+                        self.account_emulated_instruction()?;
                     }
                     Err(InjectGp) => self.inject_gp()?,
                 }
@@ -152,14 +175,31 @@ impl Guest {
                 let msr = self.vcpu.regs.rcx as u32;
                 let value = (self.vcpu.regs.rdx << 32) | (self.vcpu.regs.rax & 0xffff_ffff);
                 match self.write_msr(msr, value)? {
-                    Ok(()) => self.advance_rip()?,
+                    Ok(()) => {
+                        self.advance_rip()?;
+                        self.account_emulated_instruction()?;
+                    }
                     Err(InjectGp) => self.inject_gp()?,
                 }
             }
             ExitReason::Vmcall => {
-                let end = self.hypercall();
+                let end = self.hypercall()?;
                 self.advance_rip()?;
+                self.account_emulated_instruction()?;
                 return Ok(end);
+            }
+            ExitReason::Rdpmc => {
+                let ecx = self.vcpu.regs.rcx as u32;
+                let value = self.with_engine(|e, hw| e.rdpmc(hw, ecx))?;
+                match value {
+                    Ok(v) => {
+                        self.vcpu.regs.rax = v & 0xffff_ffff;
+                        self.vcpu.regs.rdx = v >> 32;
+                        self.advance_rip()?;
+                        self.account_emulated_instruction()?;
+                    }
+                    Err(_) => self.inject_gp()?,
+                }
             }
             // No interrupts are ever delivered to the guest, so HLT is a yield.
             ExitReason::Hlt => self.advance_rip()?,
@@ -198,9 +238,13 @@ impl Guest {
 
     /// RDMSR of an intercepted MSR: emulated, or #GP as hardware gives for
     /// an MSR it does not have.
-    fn read_msr(&self, msr: u32) -> Result<Result<u64, InjectGp>, VmcsError> {
+    fn read_msr(&mut self, msr: u32) -> Result<Result<u64, InjectGp>, VmcsError> {
         let v = ActiveVmcs;
+        if is_vpmu_msr(msr) {
+            return Ok(self.with_engine(|e, hw| e.read(hw, msr))?.map_err(|_| InjectGp));
+        }
         Ok(match msr {
+            IA32_DEBUGCTL => Ok(v.read64(Vmcs64::GuestDebugCtl)?),
             // Locked, VMX off: perfvisor offers no nested VMX.
             IA32_FEATURE_CONTROL => Ok(1),
             IA32_PAT => Ok(v.read64(Vmcs64::GuestPat)?),
@@ -211,7 +255,16 @@ impl Guest {
 
     fn write_msr(&mut self, msr: u32, value: u64) -> Result<Result<(), InjectGp>, VmcsError> {
         let mut v = ActiveVmcs;
+        if is_vpmu_msr(msr) {
+            return Ok(self.with_engine(|e, hw| e.write(hw, msr, value))?.map_err(|_| InjectGp));
+        }
         Ok(match msr {
+            // Switched by the VMCS (debug-control save/load), so the guest's
+            // freeze-on-PMI bits are live while it runs. Bits perfvisor
+            // supports: LBR, BTF, FREEZE_LBRS_ON_PMI, FREEZE_PERFMON_ON_PMI,
+            // FREEZE_WHILE_SMM; others #GP.
+            IA32_DEBUGCTL if value & !DEBUGCTL_SUPPORTED == 0 => Ok(v.write64(Vmcs64::GuestDebugCtl, value)?),
+            IA32_DEBUGCTL => Err(InjectGp),
             // Locked: every write #GPs (SDM vol. 4, IA32_FEATURE_CONTROL bit 0).
             IA32_FEATURE_CONTROL => Err(InjectGp),
             // Each PAT entry must be a defined type (0, 1, 4, 5, 6, 7); bits
@@ -240,7 +293,7 @@ impl Guest {
     }
 
     /// A VMCALL (ABI: `perfvisor_abi`). Returns `Some` when the guest ends.
-    fn hypercall(&mut self) -> Option<GuestEnd> {
+    fn hypercall(&mut self) -> Result<Option<GuestEnd>, VmcsError> {
         let r = self.vcpu.regs;
         let result = match Hypercall::from_raw(r.rax) {
             Some(Hypercall::AbiVersion) => u64::from(perfvisor_abi::ABI_VERSION),
@@ -277,24 +330,95 @@ impl Guest {
                     )),
                     _ => {
                         self.vcpu.regs.rax = HYPERCALL_ERROR;
-                        return None;
+                        return Ok(None);
                     }
                 }
                 0
             }
-            Some(Hypercall::Exit) => return Some(GuestEnd::Exited(r.rdi)),
+            Some(Hypercall::Exit) => return Ok(Some(GuestEnd::Exited(r.rdi))),
             Some(Hypercall::ExitCount) => self
                 .exits
                 .get(r.rdi as usize)
                 .copied()
                 .unwrap_or(HYPERCALL_ERROR),
+            Some(Hypercall::PmuSwitch) => self.pmu_switch()?,
             None => {
                 warn!("vmx: unknown hypercall {:#x} from the guest", r.rax);
                 HYPERCALL_ERROR
             }
         };
         self.vcpu.regs.rax = result;
-        None
+        Ok(None)
+    }
+
+    /// Runs `f` on the vPMU engine with its GLOBAL_CTRL current: taken from
+    /// the last VM exit before, given back to the VMCS after (the VM-entry
+    /// control loads it), and the MSR bitmap refreshed (a counter may have
+    /// been loaded and now passes through).
+    fn with_engine<T>(&mut self, f: impl FnOnce(&mut VirtualPmu, &mut KernelPmu) -> T) -> Result<T, VmcsError> {
+        if self.vpmu.engine.mode() == Mode::Off {
+            return Ok(f(&mut self.vpmu.engine, &mut KernelPmu));
+        }
+        self.vpmu.engine.on_vm_exit(self.vcpu.saved_global_ctrl()?);
+        let result = f(&mut self.vpmu.engine, &mut KernelPmu);
+        ActiveVmcs.write64(Vmcs64::GuestPerfGlobalCtrl, self.vpmu.engine.global_ctrl)?;
+        self.vpmu.engine.install_msr_bitmap(self.vcpu.msr_bitmap_mut());
+        Ok(result)
+    }
+
+    /// The instruction perfvisor just emulated retired in software: guest
+    /// counters counting instructions are incremented (hardware did not see
+    /// it). Costs a flag test when none does.
+    fn account_emulated_instruction(&mut self) -> Result<(), VmcsError> {
+        if !self.vpmu.engine.may_count(ArchEvent::InstructionsRetired) {
+            return Ok(());
+        }
+        // CPL = SS.DPL (SDM vol. 3A §5.5): access-rights bits 6:5.
+        let ring = if (ActiveVmcs.read32(Vmcs32::GuestSsAccessRights)? >> 5) & 3 == 3 { Ring::User } else { Ring::Kernel };
+        let owed = self.with_engine(|e, hw| e.account_retired(hw, ArchEvent::InstructionsRetired, 1, ring))?;
+        if let Ok(n) = owed {
+            self.pmis_owed += u64::from(n);
+        }
+        Ok(())
+    }
+
+    /// The PmuSwitch hypercall: the guest's context out, the other context
+    /// (with its canary) in and out, the guest's back in.
+    fn pmu_switch(&mut self) -> Result<u64, VmcsError> {
+        if self.vpmu.engine.mode() == Mode::Off {
+            return Ok(HYPERCALL_ERROR);
+        }
+        self.vpmu.engine.on_vm_exit(self.vcpu.saved_global_ctrl()?);
+        let (guest, other, hw) = (&mut self.vpmu.engine, &mut self.other_context, &mut KernelPmu);
+        let canary_intact = guest.put(hw).is_ok()
+            && other.load(hw).is_ok()
+            && hw.rdmsr(pmu::msr::IA32_PMC0) == Ok(CANARY_COUNTER)
+            && hw.rdmsr(pmu::msr::IA32_PERFEVTSEL0) == Ok(CANARY_SELECTOR)
+            && other.put(hw).is_ok();
+        let intact = guest.load(hw).is_ok() && canary_intact;
+        ActiveVmcs.write64(Vmcs64::GuestPerfGlobalCtrl, self.vpmu.engine.global_ctrl)?;
+        self.vpmu.engine.install_msr_bitmap(self.vcpu.msr_bitmap_mut());
+        if !intact {
+            error!("pmu: the other context's canary did not survive a switch");
+        }
+        Ok(if intact { 0 } else { HYPERCALL_ERROR })
+    }
+
+    /// Parks the PMU at the guest's end (nothing of it stays readable) and
+    /// says what was left undone.
+    pub fn end_pmu(&mut self) {
+        if self.vpmu.engine.mode() == Mode::Off {
+            return;
+        }
+        let _ = self.with_engine(|e, hw| e.put(hw));
+        if self.pmis_owed > 0 {
+            warn!(
+                "pmu: {} PMIs from counters overflowed by emulated instructions were not delivered \
+                 (PMI delivery is not implemented yet)",
+                self.pmis_owed
+            );
+        }
+        info!("pmu: guest context put; the PMU is parked");
     }
 
     /// One line per exit reason that occurred.

@@ -22,6 +22,7 @@ mod vcpu;
 mod verdict;
 mod vmx_hw;
 mod vmxon;
+mod vpmu;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
@@ -114,7 +115,14 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
             verdict::fail("VMXON");
         }
     };
-    run_guest(caps, guest_image, config.scenario, vmxon_region.0)
+    let vpmu = match vpmu::setup(caps, config.vpmu) {
+        Ok(v) => v,
+        Err(e) => {
+            error!("pmu: {e}");
+            verdict::fail("vPMU configuration");
+        }
+    };
+    run_guest(caps, guest_image, config.scenario, vmxon_region.0, vpmu)
 }
 
 /// Loads the guest, runs it to its end, and gives the verdict.
@@ -123,6 +131,7 @@ fn run_guest(
     image: Option<&[u8]>,
     scenario: perfvisor_abi::Scenario,
     hypervisor_page: u64,
+    mut vpmu: vpmu::Vpmu,
 ) -> ! {
     let Some(image) = image else {
         error!("guest: the ramdisk has no guest image (cargo xtask builds images with one; see `cargo xtask help`)");
@@ -152,22 +161,38 @@ fn run_guest(
         cr3: loader::GUEST_CR3,
         rdi: perfvisor_abi::layout::BOOT_INFO,
     };
-    let vcpu = match vcpu::Vcpu::new(caps, &ram[..ram_count], exits::PASSTHROUGH_MSRS, &start) {
+    let other_context = match vpmu.prepare_other_context() {
+        Ok(c) => c,
+        Err(_) => {
+            error!("pmu: could not prepare the second PMU context (a PMU MSR raised #GP)");
+            verdict::fail("vPMU setup");
+        }
+    };
+    if vpmu.engine.load(&mut vpmu::KernelPmu).is_err() {
+        error!("pmu: loading the guest's PMU context raised #GP");
+        verdict::fail("vPMU setup");
+    }
+    let vcpu = match vcpu::Vcpu::new(caps, &ram[..ram_count], exits::PASSTHROUGH_MSRS, &start, &vpmu) {
         Ok(v) => v,
         Err(e) => {
             error!("vmx: could not set up the guest's VMCS: {e}");
             verdict::fail("VMCS setup");
         }
     };
+    let cpuid = cpuid_cache::CpuidCache::build(&vpmu.guest);
     let mut guest = exits::Guest {
         vcpu,
-        cpuid: cpuid_cache::CpuidCache::build(),
+        vpmu,
+        other_context,
+        pmis_owed: 0,
+        cpuid,
         ram,
         ram_count,
         exits: [0; exits::COUNTED_REASONS],
     };
     info!("guest: starting ({scenario:?}) at {entry:#x}");
     let end = guest.run();
+    guest.end_pmu();
     guest.report_exit_counts();
     match end {
         exits::GuestEnd::Exited(0) => {

@@ -9,7 +9,9 @@ use core::arch::global_asm;
 use core::fmt;
 use vmx::caps::MissingControls;
 use vmx::ept::{Ept, EptError, EptPerms, MemoryType};
+use vmx::controls::PmuControlNeeds;
 use vmx::msr_bitmap::{Intercept, MsrBitmap};
+use vmx::msr_list::MsrEntry;
 use vmx::vmcs::{Vmcs16, Vmcs32, Vmcs64, VmcsAccess, VmcsError, VmcsNatural};
 use vmx::VmxCaps;
 use x86_64::registers::control::{Cr0, Cr3, Cr4, Cr4Flags};
@@ -167,6 +169,9 @@ pub struct GuestStart {
 pub struct Vcpu {
     pub regs: GuestRegisters,
     launched: bool,
+    msr_bitmap: PhysFrame,
+    /// The VM-exit MSR-store list holding GLOBAL_CTRL, where used.
+    global_ctrl_store: Option<PhysFrame>,
 }
 
 /// The VPID of the one guest (0 is the host's).
@@ -190,9 +195,14 @@ impl Vcpu {
         ram: &[perfvisor_abi::RamRange],
         passthrough_msrs: &[u32],
         start: &GuestStart,
+        vpmu: &crate::vpmu::Vpmu,
     ) -> Result<Self, SetupError> {
         let vmcs = alloc("VMCS")?;
         let msr_bitmap = alloc("MSR bitmap")?;
+        let pmu_on = vpmu.engine.mode() != pmu::vpmu::Mode::Off;
+        // Where the save control is missing, GLOBAL_CTRL is saved at VM exit
+        // through a one-entry MSR-store list (SDM vol. 3C §28.4).
+        let store_list = if pmu_on && !vpmu.save_control { Some(alloc("VM-exit MSR-store list")?) } else { None };
         let map = memory::phys_map();
         // SAFETY: both frames were just allocated for these structures and
         // are mapped writable; nothing else refers to them yet.
@@ -203,6 +213,10 @@ impl Vcpu {
             for &msr in passthrough_msrs {
                 let _ = bitmap.set_read(msr, Intercept::PassThrough);
                 let _ = bitmap.set_write(msr, Intercept::PassThrough);
+            }
+            vpmu.engine.install_msr_bitmap(bitmap);
+            if let Some(list) = store_list {
+                map.ptr::<MsrEntry>(list.0).write(MsrEntry { index: pmu::msr::IA32_PERF_GLOBAL_CTRL, reserved: 0, value: 0 });
             }
             vmx_hw::vmclear(vmcs.0)?;
             vmx_hw::vmptrld(vmcs.0)?;
@@ -226,7 +240,16 @@ impl Vcpu {
         let eptp = ept.eptp(false);
 
         let mut v = ActiveVmcs;
-        write_controls(&mut v, caps)?;
+        let needs = PmuControlNeeds { switch_global_ctrl: pmu_on, rdpmc_exiting: vpmu.engine.rdpmc_exiting() };
+        write_controls(&mut v, caps, needs)?;
+        if pmu_on {
+            v.write64(Vmcs64::GuestPerfGlobalCtrl, vpmu.engine.global_ctrl)?;
+            v.write64(Vmcs64::HostPerfGlobalCtrl, 0)?;
+        }
+        if let Some(list) = store_list {
+            v.write64(Vmcs64::ExitMsrStoreAddress, list.0)?;
+            v.write32(Vmcs32::ExitMsrStoreCount, 1)?;
+        }
         v.write64(Vmcs64::MsrBitmap, msr_bitmap.0)?;
         v.write64(Vmcs64::Eptp, eptp)?;
         v.write16(Vmcs16::Vpid, VPID)?;
@@ -247,6 +270,8 @@ impl Vcpu {
                 ..Default::default()
             },
             launched: false,
+            msr_bitmap,
+            global_ctrl_store: store_list,
         })
     }
 
@@ -273,16 +298,33 @@ impl Vcpu {
         self.launched = true;
         Ok(())
     }
+
+    /// The MSR bitmap, to change routing between VM exits.
+    pub fn msr_bitmap_mut(&mut self) -> &mut MsrBitmap {
+        // SAFETY: the frame was allocated for the bitmap in `new` and stays
+        // allocated; the CPU reads it only while the guest runs, never while
+        // this exclusive borrow of the vCPU exists (single CPU, root mode).
+        unsafe { &mut *memory::phys_map().ptr::<MsrBitmap>(self.msr_bitmap.0) }
+    }
+
+    /// The guest's GLOBAL_CTRL as the last VM exit saved it.
+    pub fn saved_global_ctrl(&self) -> Result<u64, VmcsError> {
+        match self.global_ctrl_store {
+            // SAFETY: the list frame is ours, written by the CPU at VM exit only.
+            Some(list) => Ok(unsafe { memory::phys_map().ptr::<MsrEntry>(list.0).read_volatile().value }),
+            None => ActiveVmcs.read64(Vmcs64::GuestPerfGlobalCtrl),
+        }
+    }
 }
 
-fn write_controls(v: &mut ActiveVmcs, caps: &VmxCaps) -> Result<(), SetupError> {
+fn write_controls(v: &mut ActiveVmcs, caps: &VmxCaps, pmu: PmuControlNeeds) -> Result<(), SetupError> {
     let vmx::controls::ResolvedControls {
         pin,
         primary,
         secondary,
         exit,
         entry,
-    } = vmx::controls::resolve_for_guest(caps)?;
+    } = vmx::controls::resolve_for_guest(caps, pmu)?;
     v.write32(Vmcs32::PinControls, pin)?;
     v.write32(Vmcs32::PrimaryControls, primary)?;
     v.write32(Vmcs32::SecondaryControls, secondary)?;

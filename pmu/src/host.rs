@@ -98,6 +98,25 @@ impl HostPmu {
     }
 }
 
+impl HostPmu {
+    /// Whether IA32_PERF_GLOBAL_STATUS_SET and _RESET act on GLOBAL_STATUS
+    /// as v4 defines (SDM vol. 3B §20.2.4): set bit 0, see it, clear it, see
+    /// it gone. An emulator whose PMU MSRs are plain registers (Bochs with an
+    /// `msrs=` file) fails this, and mediated mode could not restore status
+    /// there. Call on parked hardware (nothing counting) of a v4+ host.
+    pub fn status_set_works(&self, hw: &mut impl PmuHardware) -> bool {
+        use crate::msr::{IA32_PERF_GLOBAL_STATUS_RESET, IA32_PERF_GLOBAL_STATUS_SET};
+        if self.layout.version < 4 || self.layout.gp_counters == 0 {
+            return false;
+        }
+        let set = hw.wrmsr(IA32_PERF_GLOBAL_STATUS_SET, 1).is_ok();
+        let seen = hw.rdmsr(IA32_PERF_GLOBAL_STATUS).map(|s| s & 1 == 1);
+        let reset = hw.wrmsr(IA32_PERF_GLOBAL_STATUS_RESET, 1).is_ok();
+        let gone = hw.rdmsr(IA32_PERF_GLOBAL_STATUS).map(|s| s & 1 == 0);
+        set && reset && seen == Ok(true) && gone == Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +187,31 @@ mod tests {
         assert!(h.perf_capabilities_faulted);
         assert_eq!(h.perf_capabilities(), None);
         assert!(!h.layout.fw_write());
+    }
+
+    #[test]
+    fn status_set_probe_on_a_real_pmu_and_on_plain_registers() {
+        use crate::hw::GpFault;
+        use crate::model::ModelPmu;
+        let h = HostPmu::discover(&inputs(0x0730_0404, 0, 0x0603, Some(0x2000)));
+        let mut real = ModelPmu::new(h.layout);
+        assert!(h.status_set_works(&mut real));
+        assert_eq!(real.regs.global_status, 0, "the probe leaves status clear");
+        /// MSRs that only store what is written (Bochs' `msrs=` registers).
+        struct Plain([u64; 0x400]);
+        impl PmuHardware for Plain {
+            fn rdmsr(&mut self, msr: u32) -> Result<u64, GpFault> {
+                self.0.get(msr as usize).copied().ok_or(GpFault)
+            }
+            fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
+                *self.0.get_mut(msr as usize).ok_or(GpFault)? = value;
+                Ok(())
+            }
+            fn rdpmc(&mut self, _: u32) -> Result<u64, GpFault> {
+                Ok(0)
+            }
+        }
+        assert!(!h.status_set_works(&mut Plain([0; 0x400])));
     }
 
     #[test]

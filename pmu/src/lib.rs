@@ -13,6 +13,7 @@ pub mod guest;
 pub mod host;
 pub mod hw;
 pub mod layout;
+pub mod mode;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
 #[cfg(test)]

@@ -132,6 +132,9 @@ fn op() -> impl Strategy<Value = Op> {
 struct Setup {
     host: PmuLayout,
     guest: PmuLayout,
+    /// Fallback on a v4+ host too: what perfvisor runs when the host's
+    /// STATUS_SET has no effect (an emulator's plain register).
+    mode: Mode,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -144,8 +147,9 @@ fn setup() -> impl Strategy<Value = Setup> {
             Just((5, 6, 0x77))
         ],
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|((version, gp, fixed), narrow)| {
+        .prop_map(|((version, gp, fixed), narrow, fallback)| {
             let host = layout(version, gp, fixed, true);
             let mut guest = host;
             if narrow {
@@ -157,7 +161,12 @@ fn setup() -> impl Strategy<Value = Setup> {
                     fixed >> 1
                 });
             }
-            Setup { host, guest }
+            let mode = if version >= 4 && !fallback {
+                Mode::Mediated
+            } else {
+                Mode::Fallback
+            };
+            Setup { host, guest, mode }
         })
 }
 
@@ -173,11 +182,7 @@ struct World {
 
 impl World {
     fn new(s: &Setup) -> Self {
-        let mode = if s.host.version >= 4 {
-            Mode::Mediated
-        } else {
-            Mode::Fallback
-        };
+        let mode = s.mode;
         let mut hw = ModelPmu::new(s.host);
         // Parked: GLOBAL_CTRL 0 (the VM-exit control's host value), all else 0 at reset.
         hw.vmcs_swap_global_ctrl(0);
@@ -348,7 +353,7 @@ proptest! {
         s in setup(),
         accesses in proptest::collection::vec((pmu_msr(), value(), any::<bool>()), 1..60),
     ) {
-        let mode = if s.host.version >= 4 { Mode::Mediated } else { Mode::Fallback };
+        let mode = s.mode;
         let mut hw = ModelPmu::new(s.host);
         hw.vmcs_swap_global_ctrl(0);
         let mut vpmu = VirtualPmu::new(s.guest, s.host, mode);

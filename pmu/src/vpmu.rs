@@ -159,8 +159,6 @@ const NOT_LOADED: &str = "the vPMU context must be loaded for this";
 
 impl VirtualPmu {
     /// A guest PMU after reset (GLOBAL_CTRL = the GP enable bits).
-    /// `host` must have full-width writes for Mediated and Fallback: the
-    /// counters are restored through IA32_A_PMCx.
     pub fn new(guest: PmuLayout, host: PmuLayout, mode: Mode) -> Self {
         let guest = if mode == Mode::Off {
             PmuLayout {
@@ -373,15 +371,58 @@ impl VirtualPmu {
         msr::all_pmu_msrs().map(|m| self.policy(m))
     }
 
+    /// Writes [`VirtualPmu::policies`] into the guest's MSR bitmap: what the
+    /// hypervisor installs at start and after every intercepted PMU access.
+    pub fn install_msr_bitmap(&self, bitmap: &mut vmx::msr_bitmap::MsrBitmap) {
+        use vmx::msr_bitmap::Intercept;
+        let bit = |a: Access| {
+            if a == Access::PassThrough {
+                Intercept::PassThrough
+            } else {
+                Intercept::Exit
+            }
+        };
+        for p in self.policies() {
+            // Every PMU MSR lies in the bitmap's low range.
+            let _ = bitmap.set_read(p.msr, bit(p.read));
+            let _ = bitmap.set_write(p.msr, bit(p.write));
+        }
+    }
+
+    /// Whether some guest counter could count `event` (enabled selector or
+    /// fixed-counter field for it): the cheap test before accounting.
+    pub fn may_count(&self, event: ArchEvent) -> bool {
+        if self.mode == Mode::Off {
+            return false;
+        }
+        let (ev, umask) = event.encoding();
+        let gp = self.evtsel[..usize::from(self.guest.gp_counters)]
+            .iter()
+            .any(|&s| {
+                s & evtsel::EN != 0
+                    && (s & evtsel::EVENT) as u8 == ev
+                    && ((s & evtsel::UMASK) >> 8) as u8 == umask
+            });
+        let fixed = event.fixed_counter().is_some_and(|f| {
+            (self.fixed_ctrl >> (4 * f)) & (fixed_ctrl::OS | fixed_ctrl::USR) != 0
+        });
+        gp || fixed
+    }
+
     // ----- helpers for the hardware side -----
 
+    /// The MSR that writes counter `bit`: IA32_A_PMCx where the host has
+    /// full-width writes (every bit restored), else IA32_PMCx, whose writes
+    /// sign-extend from bit 31 on hardware: without FW_WRITE a saved value
+    /// that is not the sign extension of its low 32 bits is restored
+    /// inexactly (the hypervisor logs this limitation at boot).
     fn counter_msr(&self, bit: u32) -> u32 {
         if bit >= 32 {
             msr::IA32_FIXED_CTR0 + (bit - 32)
-        } else {
-            // Full-width writes restore every bit; the legacy address would
-            // sign-extend from bit 31. `new` requires host FW_WRITE.
+        } else if self.host.fw_write() {
             msr::IA32_A_PMC0 + bit
+        } else {
+            msr::IA32_PMC0 + bit
         }
     }
 
@@ -653,6 +694,10 @@ impl VirtualPmu {
             }
             PmuReg::StatusSet => {
                 fits(self.guest.counter_bits() | self.status_flag_bits())?;
+                if self.mode == Mode::Fallback {
+                    self.status |= value;
+                    return Ok(());
+                }
                 self.status_maybe_set = true;
                 hw.wrmsr(msr, value)
             }

@@ -235,3 +235,57 @@ fn status_is_restored_with_status_set_and_cleared_at_put() {
         "restored"
     );
 }
+
+#[test]
+fn the_msr_bitmap_equals_the_policy_table_for_every_host_model() {
+    use vmx::msr_bitmap::MsrBitmap;
+    for (host, mode) in [
+        (v4(), Mode::Mediated),
+        (v5(), Mode::Mediated),
+        (v5(), Mode::Fallback),
+        (layout(3, 4, 0x7, false), Mode::Fallback),
+        (v5(), Mode::Off),
+    ] {
+        let mut hw = parked(host);
+        let mut v = VirtualPmu::new(host, host, mode);
+        v.load(&mut hw).unwrap();
+        if mode != Mode::Off {
+            v.write(&mut hw, IA32_PERFEVTSEL0, 0xc0 | evtsel::EN)
+                .unwrap(); // loads counter 0
+        }
+        let mut bitmap = MsrBitmap::intercept_all();
+        v.install_msr_bitmap(&mut bitmap);
+        for p in v.policies() {
+            assert_eq!(
+                bitmap.read_exits(p.msr),
+                p.read == Access::Intercept,
+                "{mode:?} read {:#x}",
+                p.msr
+            );
+            assert_eq!(
+                bitmap.write_exits(p.msr),
+                p.write == Access::Intercept,
+                "{mode:?} write {:#x}",
+                p.msr
+            );
+        }
+        // Neighbours of the PMU MSRs keep exiting.
+        for msr in [0xc0, 0x185, 0x393, 0x4c0] {
+            assert!(bitmap.read_exits(msr) && bitmap.write_exits(msr));
+        }
+    }
+}
+
+#[test]
+fn may_count_is_the_cheap_precheck_of_accounting() {
+    let mut hw = parked(v4());
+    let mut v = VirtualPmu::new(v4(), v4(), Mode::Mediated);
+    v.load(&mut hw).unwrap();
+    assert!(!v.may_count(ArchEvent::InstructionsRetired));
+    v.write(&mut hw, IA32_FIXED_CTR_CTRL, 0x1).unwrap();
+    assert!(
+        v.may_count(ArchEvent::InstructionsRetired),
+        "FC0 counts instructions"
+    );
+    assert!(!v.may_count(ArchEvent::BranchInstructionsRetired));
+}

@@ -86,11 +86,43 @@ pub struct ResolvedControls {
     pub entry: u32,
 }
 
+/// What the vPMU needs from the controls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PmuControlNeeds {
+    /// Switch IA32_PERF_GLOBAL_CTRL on entry and exit (required when set).
+    pub switch_global_ctrl: bool,
+    /// RDPMC must exit (the guest has fewer counters than the host).
+    pub rdpmc_exiting: bool,
+}
+
 /// perfvisor's controls for a 64-bit guest: what it cannot run without
 /// (MSR bitmaps, EPT, VPID, HLT exiting, 64-bit host and guest, EFER
-/// switching) and what it uses when present (PAT switching, RDTSCP,
-/// INVPCID, XSAVES for the guest, NMI exiting). Errors name the missing bits.
-pub fn resolve_for_guest(caps: &VmxCaps) -> Result<ResolvedControls, MissingControls> {
+/// switching; the GLOBAL_CTRL load controls when the vPMU is on) and what
+/// it uses when present (PAT and debug-control switching, saving
+/// GLOBAL_CTRL, RDTSCP, INVPCID, XSAVES for the guest, NMI exiting).
+/// Errors name the missing bits.
+pub fn resolve_for_guest(
+    caps: &VmxCaps,
+    pmu: PmuControlNeeds,
+) -> Result<ResolvedControls, MissingControls> {
+    let (exit_pmu, exit_pmu_optional, entry_pmu) = if pmu.switch_global_ctrl {
+        (
+            ExitControls::LOAD_PERF_GLOBAL_CTRL,
+            ExitControls::SAVE_PERF_GLOBAL_CTRL,
+            EntryControls::LOAD_PERF_GLOBAL_CTRL,
+        )
+    } else {
+        (
+            ExitControls::empty(),
+            ExitControls::empty(),
+            EntryControls::empty(),
+        )
+    };
+    let rdpmc = if pmu.rdpmc_exiting {
+        PrimaryControls::RDPMC_EXITING
+    } else {
+        PrimaryControls::empty()
+    };
     Ok(ResolvedControls {
         pin: caps
             .pin
@@ -99,7 +131,8 @@ pub fn resolve_for_guest(caps: &VmxCaps) -> Result<ResolvedControls, MissingCont
             "primary processor-based controls",
             (PrimaryControls::HLT_EXITING
                 | PrimaryControls::USE_MSR_BITMAPS
-                | PrimaryControls::ACTIVATE_SECONDARY_CONTROLS)
+                | PrimaryControls::ACTIVATE_SECONDARY_CONTROLS
+                | rdpmc)
                 .bits(),
             0,
         )?,
@@ -115,14 +148,19 @@ pub fn resolve_for_guest(caps: &VmxCaps) -> Result<ResolvedControls, MissingCont
             "VM-exit controls",
             (ExitControls::HOST_ADDRESS_SPACE_SIZE
                 | ExitControls::SAVE_EFER
-                | ExitControls::LOAD_EFER)
+                | ExitControls::LOAD_EFER
+                | exit_pmu)
                 .bits(),
-            (ExitControls::SAVE_PAT | ExitControls::LOAD_PAT).bits(),
+            (ExitControls::SAVE_PAT
+                | ExitControls::LOAD_PAT
+                | ExitControls::SAVE_DEBUG_CONTROLS
+                | exit_pmu_optional)
+                .bits(),
         )?,
         entry: caps.entry.resolve(
             "VM-entry controls",
-            (EntryControls::IA32E_MODE_GUEST | EntryControls::LOAD_EFER).bits(),
-            EntryControls::LOAD_PAT.bits(),
+            (EntryControls::IA32E_MODE_GUEST | EntryControls::LOAD_EFER | entry_pmu).bits(),
+            (EntryControls::LOAD_PAT | EntryControls::LOAD_DEBUG_CONTROLS).bits(),
         )?,
     })
 }
@@ -168,8 +206,18 @@ mod tests {
 
     #[test]
     fn bochs_models_get_every_required_and_optional_control() {
+        let pmu = PmuControlNeeds {
+            switch_global_ctrl: true,
+            rdpmc_exiting: false,
+        };
         for caps in [skylake_x(), tigerlake()] {
-            let c = resolve_for_guest(&caps).unwrap();
+            let c = resolve_for_guest(&caps, pmu).unwrap();
+            assert!(ExitControls::from_bits_retain(c.exit)
+                .contains(ExitControls::LOAD_PERF_GLOBAL_CTRL));
+            assert!(EntryControls::from_bits_retain(c.entry)
+                .contains(EntryControls::LOAD_PERF_GLOBAL_CTRL));
+            assert!(!ExitControls::from_bits_retain(c.exit)
+                .contains(ExitControls::SAVE_PERF_GLOBAL_CTRL));
             assert_eq!(
                 c.pin,
                 0x16 | PinControls::NMI_EXITING.bits(),
@@ -194,7 +242,7 @@ mod tests {
     fn a_cpu_without_vpid_is_refused_by_name() {
         let mut caps = skylake_x();
         caps.secondary.may_be_one &= !SecondaryControls::ENABLE_VPID.bits();
-        let err = resolve_for_guest(&caps).unwrap_err();
+        let err = resolve_for_guest(&caps, PmuControlNeeds::default()).unwrap_err();
         assert_eq!(err.field, "secondary processor-based controls");
         assert_eq!(err.bits, SecondaryControls::ENABLE_VPID.bits());
         assert_eq!(

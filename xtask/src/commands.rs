@@ -315,3 +315,16 @@ pub fn lint(args: &[String]) -> Fallible<bool> {
     }
     Ok(clean)
 }
+
+/// Writes tests/bochs/<model>.msrs for every Bochs model perfvisor tests.
+pub fn msrs(args: &[String]) -> Fallible<bool> {
+    use perfvisor_runner::bochs_msrs;
+    Options::new(args).finish()?;
+    for m in &bochs_msrs::MODELS {
+        let path = crate::workspace_root().join(bochs_msrs::path(m.model));
+        std::fs::create_dir_all(path.parent().expect("a file path has a parent")).map_err(|e| e.to_string())?;
+        std::fs::write(&path, bochs_msrs::generate(m)).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(true)
+}

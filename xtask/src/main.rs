@@ -32,6 +32,7 @@ cargo xtask <command> [options]
   test [--filter TEXT] [--no-host] [--jobs N]
                               host unit tests + end-to-end boots; last line `N passed, N failed`
   lint                        cargo fmt --check and clippy -D warnings over every crate
+  msrs                        regenerate the Bochs msrs files in tests/bochs/ from the models' PMU layouts
   bench boot [--runs N]       median seconds to the first console line and to VMX root
   bench exits [--cpu MODEL]   instructions per CPUID/RDMSR/VMCALL exit, measured by the guest in Bochs
   bench pmu-switch            PMU instructions per VM exit/entry and per context switch (SDM model)
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         "qemu" => commands::qemu(rest),
         "bochs" => commands::bochs(rest),
         "lint" => commands::lint(rest),
+        "msrs" => commands::msrs(rest),
         "test" => test::test(rest),
         "bench" => bench::bench(rest),
         "help" | "--help" | "-h" => {

@@ -62,6 +62,10 @@ pub enum Hypercall {
     Exit = 3,
     /// Returns how many VM exits of basic reason RDI the guest has caused.
     ExitCount = 4,
+    /// Test aid: switches the PMU to another context (the host's, holding
+    /// a canary) and back, as when another vCPU takes the core. Returns 0,
+    /// or HYPERCALL_ERROR if the other context's values did not survive.
+    PmuSwitch = 5,
 }
 
 impl Hypercall {
@@ -72,6 +76,7 @@ impl Hypercall {
             2 => Self::ReportTest,
             3 => Self::Exit,
             4 => Self::ExitCount,
+            5 => Self::PmuSwitch,
             _ => return None,
         })
     }
@@ -101,6 +106,8 @@ pub enum Scenario {
     ExitStatus = 3,
     /// Measure exit costs and print them.
     Bench = 4,
+    /// Pseudo-random PMU MSR accesses (seeded), counting the #GPs.
+    PmuFuzz = 5,
 }
 
 impl Scenario {
@@ -111,6 +118,7 @@ impl Scenario {
             2 => Self::TripleFault,
             3 => Self::ExitStatus,
             4 => Self::Bench,
+            5 => Self::PmuFuzz,
             _ => return None,
         })
     }
@@ -122,6 +130,7 @@ impl Scenario {
             "triple-fault" => Self::TripleFault,
             "exit-status" => Self::ExitStatus,
             "bench" => Self::Bench,
+            "pmu-fuzz" => Self::PmuFuzz,
             _ => return None,
         })
     }

@@ -10,7 +10,9 @@
 
 mod bench;
 mod faults;
+mod fuzz;
 mod hypercall;
+mod pmu_checks;
 mod suite;
 
 use perfvisor_abi::{BootInfo, Scenario, BOOT_INFO_MAGIC};
@@ -55,6 +57,10 @@ extern "C" fn _start(info: *const BootInfo) -> ! {
         Some(Scenario::ExitStatus) => hypercall::exit(3),
         Some(Scenario::Bench) => {
             bench::run();
+            hypercall::exit(0)
+        }
+        Some(Scenario::PmuFuzz) => {
+            fuzz::run();
             hypercall::exit(0)
         }
         None => {

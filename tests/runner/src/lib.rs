@@ -2,6 +2,7 @@
 //! the serial console, and turns console and exit code into a verdict.
 //! `cargo xtask` drives it; the case table is in [`cases`].
 
+pub mod bochs_msrs;
 pub mod boot;
 pub mod cases;
 pub mod emulator;

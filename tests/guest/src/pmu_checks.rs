@@ -1,0 +1,219 @@
+//! The guest PMU conformance checks, modelled on kvm-unit-tests x86/pmu.c
+//! and KVM's pmu_counters_test / vmx_pmu_caps_test (REFERENCE.md §3). They
+//! test the PMU the guest sees through CPUID.0AH, whatever the platform;
+//! a check that needs a counting PMU reports SKIP where the counters do not
+//! advance (an emulator such as Bochs).
+
+use crate::faults::{rdmsr, wrmsr};
+use crate::fmt;
+use crate::hypercall::{self, Buf};
+use core::arch::x86_64::__cpuid_count;
+use perfvisor_abi::{Hypercall, HYPERCALL_ERROR};
+use pmu::layout::{evtsel, status};
+use pmu::msr::*;
+use pmu::{ArchPerfmon, CpuidRegs};
+
+/// A check's result: pass, fail with why, or skip with why.
+pub enum Check {
+    Pass,
+    Fail(Buf),
+    Skip(&'static str),
+}
+
+const GP: u8 = 13;
+
+macro_rules! ensure {
+    ($cond:expr, $($why:tt)*) => {
+        if !$cond {
+            return Check::Fail(fmt!($($why)*));
+        }
+    };
+}
+
+/// What the guest sees.
+pub struct Pmu {
+    pub arch: ArchPerfmon,
+    pub pdcm: bool,
+}
+
+impl Pmu {
+    pub fn detect() -> Self {
+        let r = __cpuid_count(0xa, 0);
+        Self {
+            arch: ArchPerfmon::decode(CpuidRegs::new(r.eax, r.ebx, r.ecx, r.edx)),
+            pdcm: __cpuid_count(1, 0).ecx & (1 << 15) != 0,
+        }
+    }
+
+    fn gp(&self) -> u32 {
+        u32::from(self.arch.gp_counters)
+    }
+}
+
+/// The guest's WRMSR of a PMU register, for checks.
+fn write(msr: u32, value: u64) -> Result<(), u8> {
+    // SAFETY: PMU registers only; nothing the guest kernel relies on.
+    unsafe { wrmsr(msr, value) }
+}
+
+/// CPUID.0AH is self-consistent and every register it promises exists,
+/// every one it does not promise #GPs (the fixed-counter rule included).
+pub fn cpuid_and_counters_exist(p: &Pmu) -> Check {
+    if !p.arch.present() {
+        for msr in [IA32_PMC0, IA32_PERFEVTSEL0, IA32_FIXED_CTR0, IA32_PERF_GLOBAL_CTRL, IA32_PERF_GLOBAL_STATUS] {
+            ensure!(rdmsr(msr) == Err(GP), "no PMU in CPUID.0AH but MSR {msr:#x} exists");
+        }
+        ensure!(!p.pdcm, "no PMU but PDCM set");
+        return Check::Pass;
+    }
+    ensure!((2..=5).contains(&p.arch.version), "version {}", p.arch.version);
+    ensure!(p.gp() <= 8 && p.gp() >= 1, "{} GP counters", p.gp());
+    for i in 0..8 {
+        let exists = i < p.gp();
+        ensure!(rdmsr(IA32_PMC0 + i).is_ok() == exists, "IA32_PMC{i}: exists {}", !exists);
+        ensure!(rdmsr(IA32_PERFEVTSEL0 + i).is_ok() == exists, "IA32_PERFEVTSEL{i}: exists {}", !exists);
+    }
+    for i in 0..16 {
+        let exists = p.arch.fixed.contains(i);
+        ensure!(rdmsr(IA32_FIXED_CTR0 + i).is_ok() == exists, "IA32_FIXED_CTR{i}: exists {} (set {})", !exists, p.arch.fixed);
+    }
+    Check::Pass
+}
+
+pub fn global_ctrl_reset_value(p: &Pmu) -> Check {
+    let v = rdmsr(IA32_PERF_GLOBAL_CTRL);
+    ensure!(v == Ok(p.arch.gp_mask()), "GLOBAL_CTRL {v:x?}, want the GP enables {:#x}", p.arch.gp_mask());
+    Check::Pass
+}
+
+pub fn reserved_bits_gp(p: &Pmu) -> Check {
+    ensure!(write(IA32_PERFEVTSEL0, 1 << 32) == Err(GP), "PERFEVTSEL bit 32 accepted");
+    if p.arch.anythread_deprecated {
+        ensure!(write(IA32_PERFEVTSEL0, evtsel::ANY_THREAD) == Err(GP), "AnyThread accepted though deprecated");
+    }
+    if p.gp() < 32 {
+        ensure!(write(IA32_PERF_GLOBAL_CTRL, 1 << p.gp()) == Err(GP), "GLOBAL_CTRL enabled absent GP{}", p.gp());
+    }
+    let absent_fixed = (0..16).find(|&i| !p.arch.fixed.contains(i)).unwrap_or(15);
+    ensure!(
+        write(IA32_PERF_GLOBAL_CTRL, 1 << (32 + absent_fixed)) == Err(GP),
+        "GLOBAL_CTRL enabled absent fixed counter {absent_fixed}"
+    );
+    ensure!(
+        write(IA32_FIXED_CTR_CTRL, 0x1 << (4 * absent_fixed)) == Err(GP),
+        "FIXED_CTR_CTRL enabled absent fixed counter {absent_fixed}"
+    );
+    ensure!(rdmsr(IA32_PERF_GLOBAL_CTRL) == Ok(p.arch.gp_mask()), "a faulting write changed GLOBAL_CTRL");
+    Check::Pass
+}
+
+pub fn perf_capabilities(p: &Pmu) -> Check {
+    if !p.pdcm {
+        ensure!(rdmsr(IA32_PERF_CAPABILITIES) == Err(GP), "PERF_CAPABILITIES readable without PDCM");
+        return Check::Pass;
+    }
+    let caps = rdmsr(IA32_PERF_CAPABILITIES);
+    ensure!(caps.is_ok(), "PERF_CAPABILITIES read faulted with PDCM set");
+    ensure!(write(IA32_PERF_CAPABILITIES, caps.unwrap_or(0)) == Err(GP), "PERF_CAPABILITIES write accepted");
+    let fw = caps.unwrap_or(0) & (1 << 13) != 0;
+    ensure!(rdmsr(IA32_A_PMC0).is_ok() == fw, "IA32_A_PMC0 exists {} with FW_WRITE {fw}", !fw);
+    Check::Pass
+}
+
+pub fn status_set_reset_inuse(p: &Pmu) -> Check {
+    if p.arch.version < 4 {
+        ensure!(write(IA32_PERF_GLOBAL_STATUS_SET, 1) == Err(GP), "STATUS_SET exists below v4");
+        return Check::Pass;
+    }
+    ensure!(rdmsr(IA32_PERF_GLOBAL_STATUS) == Ok(0), "GLOBAL_STATUS not clear at start");
+    ensure!(write(IA32_PERF_GLOBAL_STATUS, 1) == Err(GP), "GLOBAL_STATUS is writable");
+    ensure!(write(IA32_PERF_GLOBAL_STATUS_SET, 1 | status::CTR_FRZ) == Ok(()), "STATUS_SET write faulted");
+    ensure!(rdmsr(IA32_PERF_GLOBAL_STATUS) == Ok(1 | status::CTR_FRZ), "STATUS_SET did not set the bits");
+    ensure!(write(IA32_PERF_GLOBAL_STATUS_SET, status::COND_CHGD) == Err(GP), "CondChgd settable");
+    ensure!(write(IA32_PERF_GLOBAL_STATUS_RESET, 1 | status::CTR_FRZ) == Ok(()), "STATUS_RESET faulted");
+    ensure!(rdmsr(IA32_PERF_GLOBAL_STATUS) == Ok(0), "STATUS_RESET did not clear");
+    ensure!(rdmsr(IA32_PERF_GLOBAL_INUSE) == Ok(0), "INUSE not 0 with every selector 0");
+    let _ = write(IA32_PERFEVTSEL0, 0xc0);
+    let inuse = rdmsr(IA32_PERF_GLOBAL_INUSE);
+    let _ = write(IA32_PERFEVTSEL0, 0);
+    ensure!(inuse == Ok(1), "INUSE {inuse:x?} after PERFEVTSEL0 = 0xc0, want bit 0");
+    ensure!(write(IA32_PERF_GLOBAL_INUSE, 0) == Err(GP), "INUSE is writable");
+    Check::Pass
+}
+
+/// Values the guest writes (selectors with EN clear: nothing counts) stay
+/// put across 10,000 VM exits and a PMU context switch; the other context's
+/// canary is checked by perfvisor (the PmuSwitch hypercall fails if lost).
+pub fn values_survive_exits_and_switches(p: &Pmu) -> Check {
+    let counter = |i: u32| 0x1000 + u64::from(i) * 0x111;
+    let selector = |i: u32| 0x0041_0000 | u64::from(0xc0 + i); // USR|INT, EN clear
+    for i in 0..p.gp() {
+        ensure!(write(IA32_PMC0 + i, counter(i)).is_ok() && write(IA32_PERFEVTSEL0 + i, selector(i)).is_ok(), "GP{i} write faulted");
+    }
+    for i in p.arch.fixed.iter() {
+        ensure!(write(IA32_FIXED_CTR0 + i, counter(16 + i)).is_ok(), "FC{i} write faulted");
+    }
+    for _ in 0..10_000 {
+        core::hint::black_box(__cpuid_count(0, 0));
+    }
+    ensure!(hypercall::vmcall(Hypercall::PmuSwitch as u64, [0; 5]) != HYPERCALL_ERROR, "the PMU switch lost the other context's values");
+    for i in 0..p.gp() {
+        ensure!(rdmsr(IA32_PMC0 + i) == Ok(counter(i)), "PMC{i} = {:x?} after the exits", rdmsr(IA32_PMC0 + i));
+        ensure!(rdmsr(IA32_PERFEVTSEL0 + i) == Ok(selector(i)), "PERFEVTSEL{i} = {:x?}", rdmsr(IA32_PERFEVTSEL0 + i));
+    }
+    for i in p.arch.fixed.iter() {
+        ensure!(rdmsr(IA32_FIXED_CTR0 + i) == Ok(counter(16 + i)), "FIXED_CTR{i} = {:x?}", rdmsr(IA32_FIXED_CTR0 + i));
+    }
+    for i in 0..p.gp() {
+        let _ = write(IA32_PERFEVTSEL0 + i, 0);
+        let _ = write(IA32_PMC0 + i, 0);
+    }
+    for i in p.arch.fixed.iter() {
+        let _ = write(IA32_FIXED_CTR0 + i, 0);
+    }
+    Check::Pass
+}
+
+/// A loop of 2 x 100,000 instructions; whether fixed counter 0 (or GP0
+/// counting instructions) advanced by that much.
+pub fn counts_instructions(p: &Pmu) -> Check {
+    if !p.arch.fixed.contains(0) {
+        return Check::Skip("needs fixed counter 0");
+    }
+    let _ = write(IA32_FIXED_CTR0, 0);
+    let _ = write(IA32_FIXED_CTR_CTRL, 0x1); // FC0, ring 0
+    let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask() | 1 << 32);
+    // SAFETY: a register-only loop.
+    unsafe { core::arch::asm!("2:", "dec {n}", "jnz 2b", n = inout(reg) 100_000u64 => _) };
+    let count = rdmsr(IA32_FIXED_CTR0).unwrap_or(0);
+    let _ = write(IA32_FIXED_CTR_CTRL, 0);
+    let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask());
+    let _ = write(IA32_FIXED_CTR0, 0);
+    if count == 0 {
+        return Check::Skip("needs a counting PMU: fixed counter 0 did not advance (an emulator's register file)");
+    }
+    ensure!((200_000..200_100).contains(&count), "counted {count} instructions for a 200,000-instruction loop");
+    Check::Pass
+}
+
+/// Runs every check; returns (failed, names run).
+pub fn run(mut report: impl FnMut(&str, Check)) {
+    let p = Pmu::detect();
+    let checks: [(&str, fn(&Pmu) -> Check); 7] = [
+        ("pmu_cpuid_and_counters_exist", cpuid_and_counters_exist),
+        ("pmu_global_ctrl_reset_value", global_ctrl_reset_value),
+        ("pmu_reserved_bits_gp", reserved_bits_gp),
+        ("pmu_perf_capabilities", perf_capabilities),
+        ("pmu_status_set_reset_inuse", status_set_reset_inuse),
+        ("pmu_values_survive_exits_and_switches", values_survive_exits_and_switches),
+        ("pmu_counts_instructions", counts_instructions),
+    ];
+    for (name, check) in checks {
+        let needs_pmu = name != "pmu_cpuid_and_counters_exist";
+        if needs_pmu && !p.arch.present() {
+            report(name, Check::Skip("the guest has no PMU (CPUID.0AH = 0)"));
+            continue;
+        }
+        report(name, check(&p));
+    }
+}
