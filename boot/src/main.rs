@@ -19,20 +19,11 @@ const USAGE: &str = "usage: perfvisor-boot --kernel ELF [--ramdisk FILE] [--bios
 
 fn parse_args() -> Result<Args, String> {
     let mut kernel = None;
-    let mut args = Args {
-        kernel: PathBuf::new(),
-        ramdisk: None,
-        bios: None,
-        uefi: None,
-    };
+    let mut args = Args { kernel: PathBuf::new(), ramdisk: None, bios: None, uefi: None };
     let mut it = std::env::args_os().skip(1);
     while let Some(flag) = it.next() {
         let flag = flag.to_string_lossy().into_owned();
-        let mut value = || {
-            it.next()
-                .map(PathBuf::from)
-                .ok_or(format!("{flag} needs a path"))
-        };
+        let mut value = || it.next().map(PathBuf::from).ok_or(format!("{flag} needs a path"));
         match flag.as_str() {
             "--kernel" => kernel = Some(value()?),
             "--ramdisk" => args.ramdisk = Some(value()?),
@@ -61,10 +52,7 @@ fn boot_config() -> BootConfig {
 
 fn build(args: &Args) -> Result<(), String> {
     if !args.kernel.is_file() {
-        return Err(format!(
-            "kernel ELF {} does not exist",
-            args.kernel.display()
-        ));
+        return Err(format!("kernel ELF {} does not exist", args.kernel.display()));
     }
     let config = boot_config();
     if let Some(out) = &args.bios {
@@ -73,8 +61,7 @@ fn build(args: &Args) -> Result<(), String> {
         if let Some(r) = &args.ramdisk {
             bios.set_ramdisk(r);
         }
-        bios.create_disk_image(out)
-            .map_err(|e| format!("BIOS image {}: {e:#}", out.display()))?;
+        bios.create_disk_image(out).map_err(|e| format!("BIOS image {}: {e:#}", out.display()))?;
         println!("BIOS image: {}", out.display());
     }
     if let Some(out) = &args.uefi {
@@ -83,8 +70,7 @@ fn build(args: &Args) -> Result<(), String> {
         if let Some(r) = &args.ramdisk {
             uefi.set_ramdisk(r);
         }
-        uefi.create_disk_image(out)
-            .map_err(|e| format!("UEFI image {}: {e:#}", out.display()))?;
+        uefi.create_disk_image(out).map_err(|e| format!("UEFI image {}: {e:#}", out.display()))?;
         println!("UEFI image: {}", out.display());
     }
     Ok(())

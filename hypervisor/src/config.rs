@@ -41,27 +41,15 @@ pub struct Ramdisk<'a> {
 /// Splits the ramdisk into config and guest image; `Err` says what is malformed.
 pub fn split_ramdisk(bytes: &[u8]) -> Result<Ramdisk<'_>, &'static str> {
     let Some(rest) = bytes.strip_prefix(BUNDLE_MAGIC.as_bytes()) else {
-        return Ok(Ramdisk {
-            config: Some(bytes),
-            guest: None,
-        });
+        return Ok(Ramdisk { config: Some(bytes), guest: None });
     };
-    let header_end = rest
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .ok_or("bundle header has no terminating empty line")?;
-    let header =
-        core::str::from_utf8(&rest[..header_end]).map_err(|_| "bundle header is not text")?;
+    let header_end = rest.windows(2).position(|w| w == b"\n\n").ok_or("bundle header has no terminating empty line")?;
+    let header = core::str::from_utf8(&rest[..header_end]).map_err(|_| "bundle header is not text")?;
     let mut data = &rest[header_end + 2..];
     let mut parts = Ramdisk::default();
     for line in header.lines() {
-        let (name, len) = line
-            .split_once(' ')
-            .ok_or("bundle header line is not `name length`")?;
-        let len: usize = len
-            .trim()
-            .parse()
-            .map_err(|_| "bundle part length is not a number")?;
+        let (name, len) = line.split_once(' ').ok_or("bundle header line is not `name length`")?;
+        let len: usize = len.trim().parse().map_err(|_| "bundle part length is not a number")?;
         if len > data.len() {
             return Err("bundle part is longer than the ramdisk");
         }
@@ -102,12 +90,8 @@ pub struct ConfigError<'a> {
 }
 
 impl BootConfig {
-    pub const DEFAULT: Self = Self {
-        log_level: None,
-        selftest: SelfTest::None,
-        scenario: Scenario::Suite,
-        vpmu: ModeRequest::Auto,
-    };
+    pub const DEFAULT: Self =
+        Self { log_level: None, selftest: SelfTest::None, scenario: Scenario::Suite, vpmu: ModeRequest::Auto };
 
     /// Parses the config text; the first bad line is an error.
     pub fn parse(text: &str) -> Result<Self, ConfigError<'_>> {
@@ -117,17 +101,13 @@ impl BootConfig {
             if line.is_empty() {
                 continue;
             }
-            let error = |problem| ConfigError {
-                line: index + 1,
-                text: raw,
-                problem,
-            };
+            let error = |problem| ConfigError { line: index + 1, text: raw, problem };
             let (key, value) = line.split_once('=').ok_or(error("expected key=value"))?;
             match (key.trim(), value.trim()) {
                 ("log", level) => {
-                    config.log_level = Some(level.parse().map_err(|_| {
-                        error("log must be one of off, error, warn, info, debug, trace")
-                    })?)
+                    config.log_level = Some(
+                        level.parse().map_err(|_| error("log must be one of off, error, warn, info, debug, trace"))?,
+                    )
                 }
                 ("selftest", "none") => config.selftest = SelfTest::None,
                 ("selftest", "panic") => config.selftest = SelfTest::Panic,

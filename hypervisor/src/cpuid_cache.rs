@@ -21,23 +21,7 @@ const SIGNATURE: [u8; 12] = *b"perfvisor\0\0\0";
 
 /// Leaves whose output depends on ECX (SDM vol. 2A, CPUID).
 fn has_subleaves(leaf: u32) -> bool {
-    matches!(
-        leaf,
-        0x4 | 0x7
-            | 0xb
-            | 0xd
-            | 0xf
-            | 0x10
-            | 0x12
-            | 0x14
-            | 0x17
-            | 0x18
-            | 0x1d
-            | 0x1e
-            | 0x1f
-            | 0x20
-            | 0x23
-    )
+    matches!(leaf, 0x4 | 0x7 | 0xb | 0xd | 0xf | 0x10 | 0x12 | 0x14 | 0x17 | 0x18 | 0x1d | 0x1e | 0x1f | 0x20 | 0x23)
 }
 
 pub struct CpuidCache {
@@ -58,9 +42,7 @@ impl CpuidCache {
     /// guest's PMU in leaves 0AH and 23H, PDCM and CPUID.(7,1):EAX[8].
     pub fn build(pmu: &pmu::guest::GuestPmu) -> Self {
         let max_basic = cpuid(0, 0).eax.min(BASIC_LEAVES as u32 - 1);
-        let max_extended = cpuid(EXTENDED_BASE, 0)
-            .eax
-            .min(EXTENDED_BASE + EXTENDED_LEAVES as u32 - 1);
+        let max_extended = cpuid(EXTENDED_BASE, 0).eax.min(EXTENDED_BASE + EXTENDED_LEAVES as u32 - 1);
         let mut c = Self {
             basic: [[CpuidRegs::default(); SUBLEAVES]; BASIC_LEAVES],
             extended: [CpuidRegs::default(); EXTENDED_LEAVES],
@@ -103,28 +85,16 @@ impl CpuidCache {
     pub fn lookup(&self, leaf: u32, subleaf: u32) -> CpuidRegs {
         match leaf {
             HYPERVISOR_BASE => {
-                let word = |i: usize| {
-                    u32::from_le_bytes([
-                        SIGNATURE[i],
-                        SIGNATURE[i + 1],
-                        SIGNATURE[i + 2],
-                        SIGNATURE[i + 3],
-                    ])
-                };
+                let word =
+                    |i: usize| u32::from_le_bytes([SIGNATURE[i], SIGNATURE[i + 1], SIGNATURE[i + 2], SIGNATURE[i + 3]]);
                 CpuidRegs::new(HYPERVISOR_MAX, word(0), word(4), word(8))
             }
             0x4000_0001 => CpuidRegs::new(ABI_VERSION, 0, 0, 0),
             l if l <= self.max_basic => {
-                let sub = if has_subleaves(l) {
-                    subleaf as usize
-                } else {
-                    0
-                };
+                let sub = if has_subleaves(l) { subleaf as usize } else { 0 };
                 self.basic[l as usize].get(sub).copied().unwrap_or_default()
             }
-            l if (EXTENDED_BASE..=self.max_extended).contains(&l) => {
-                self.extended[(l - EXTENDED_BASE) as usize]
-            }
+            l if (EXTENDED_BASE..=self.max_extended).contains(&l) => self.extended[(l - EXTENDED_BASE) as usize],
             // Out of range: Intel returns the highest basic leaf's data
             // (SDM vol. 2A, CPUID, "INPUT EAX = 0").
             _ => self.basic[self.max_basic as usize][0],

@@ -6,14 +6,14 @@ use crate::cpuid_cache::CpuidCache;
 use crate::memory::phys_map;
 use crate::serial::write_fmt;
 use crate::vcpu::{Vcpu, IA32_PAT};
+use crate::vmx_hw::ActiveVmcs;
 use crate::vpmu::{KernelPmu, Vpmu};
+use log::{error, info, warn};
+use perfvisor_abi::{Hypercall, RamRange, TestStatus, HYPERCALL_ERROR};
 use pmu::events::{ArchEvent, Ring};
 use pmu::hw::PmuHardware;
 use pmu::msr::PmuReg;
 use pmu::vpmu::{Mode, VirtualPmu};
-use crate::vmx_hw::ActiveVmcs;
-use log::{error, info, warn};
-use perfvisor_abi::{Hypercall, RamRange, TestStatus, HYPERCALL_ERROR};
 use vmx::errors::{instruction_error_text, EntryFailure};
 use vmx::exit::{injection_info, EptViolation, EventKind, ExitReason, RawExitReason};
 use vmx::vmcs::{Vmcs32, Vmcs64, VmcsAccess, VmcsError, VmcsNatural};
@@ -104,10 +104,7 @@ impl Guest {
 
     fn inject_gp(&self) -> Result<(), VmcsError> {
         let mut v = ActiveVmcs;
-        v.write32(
-            Vmcs32::EntryInterruptionInfo,
-            injection_info(13, EventKind::HardwareException, true),
-        )?;
+        v.write32(Vmcs32::EntryInterruptionInfo, injection_info(13, EventKind::HardwareException, true))?;
         v.write32(Vmcs32::EntryExceptionErrorCode, 0)
     }
 
@@ -115,11 +112,7 @@ impl Guest {
     pub fn run(&mut self) -> GuestEnd {
         loop {
             if let Err(e) = self.vcpu.enter() {
-                error!(
-                    "vmx: {} failed: {}",
-                    e.field,
-                    instruction_error_text(e.instruction_error)
-                );
+                error!("vmx: {} failed: {}", e.field, instruction_error_text(e.instruction_error));
                 dump_vmcs();
                 return GuestEnd::Stopped("VM entry failed");
             }
@@ -143,20 +136,16 @@ impl Guest {
         }
         if raw.entry_failed() {
             let qualification = v.read_natural(VmcsNatural::ExitQualification)?;
-            EntryFailure::decode(raw.basic(), qualification).describe(qualification, |a| {
-                error!("vmx: {a} (exit qualification {qualification:#x})")
-            });
+            EntryFailure::decode(raw.basic(), qualification)
+                .describe(qualification, |a| error!("vmx: {a} (exit qualification {qualification:#x})"));
             dump_vmcs();
             return Ok(Some(GuestEnd::Stopped("VM entry failed")));
         }
         match raw.reason() {
             ExitReason::Cpuid => {
-                let r = self
-                    .cpuid
-                    .lookup(self.vcpu.regs.rax as u32, self.vcpu.regs.rcx as u32);
+                let r = self.cpuid.lookup(self.vcpu.regs.rax as u32, self.vcpu.regs.rcx as u32);
                 let regs = &mut self.vcpu.regs;
-                (regs.rax, regs.rbx, regs.rcx, regs.rdx) =
-                    (r.eax.into(), r.ebx.into(), r.ecx.into(), r.edx.into());
+                (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (r.eax.into(), r.ebx.into(), r.ecx.into(), r.edx.into());
                 self.advance_rip()?;
             }
             ExitReason::Rdmsr => {
@@ -207,11 +196,8 @@ impl Guest {
                 let q = EptViolation(v.read_natural(VmcsNatural::ExitQualification)?);
                 let gpa = v.read64(Vmcs64::GuestPhysicalAddress)?;
                 let rip = v.read_natural(VmcsNatural::GuestRip)?;
-                let linear = if q.linear_address_valid() {
-                    v.read_natural(VmcsNatural::GuestLinearAddress)?
-                } else {
-                    0
-                };
+                let linear =
+                    if q.linear_address_valid() { v.read_natural(VmcsNatural::GuestLinearAddress)? } else { 0 };
                 error!(
                     "vmx: EPT violation: guest {q} at guest-physical {gpa:#x} (linear {linear:#x}{}), RIP {rip:#x}: \
                      not guest RAM; the guest is stopped",
@@ -228,7 +214,10 @@ impl Guest {
             other => {
                 let q = v.read_natural(VmcsNatural::ExitQualification)?;
                 let rip = v.read_natural(VmcsNatural::GuestRip)?;
-                error!("vmx: unhandled VM exit: {other} (basic reason {}), qualification {q:#x}, RIP {rip:#x}", raw.basic());
+                error!(
+                    "vmx: unhandled VM exit: {other} (basic reason {}), qualification {q:#x}, RIP {rip:#x}",
+                    raw.basic()
+                );
                 dump_vmcs();
                 return Ok(Some(GuestEnd::Stopped("unhandled VM exit")));
             }
@@ -269,12 +258,7 @@ impl Guest {
             IA32_FEATURE_CONTROL => Err(InjectGp),
             // Each PAT entry must be a defined type (0, 1, 4, 5, 6, 7); bits
             // 7:3 of each byte are reserved (SDM vol. 3A §13.12.2).
-            IA32_PAT
-                if value
-                    .to_le_bytes()
-                    .iter()
-                    .all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7)) =>
-            {
+            IA32_PAT if value.to_le_bytes().iter().all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7)) => {
                 Ok(v.write64(Vmcs64::GuestPat, value)?)
             }
             IA32_PAT => Err(InjectGp),
@@ -306,28 +290,18 @@ impl Guest {
             },
             Some(Hypercall::ReportTest) => {
                 let name = self.guest_bytes(r.rsi, r.rdx);
-                let why = if r.r8 == 0 {
-                    Some(&b""[..])
-                } else {
-                    self.guest_bytes(r.rcx, r.r8)
-                };
+                let why = if r.r8 == 0 { Some(&b""[..]) } else { self.guest_bytes(r.rcx, r.r8) };
                 const OK: u64 = TestStatus::Ok as u64;
                 const FAILED: u64 = TestStatus::Failed as u64;
                 const SKIPPED: u64 = TestStatus::Skipped as u64;
                 match (name, why, r.rdi) {
-                    (Some(name), Some(_), OK) => {
-                        write_fmt(format_args!("TEST {} ... ok\n", Printable(name)))
+                    (Some(name), Some(_), OK) => write_fmt(format_args!("TEST {} ... ok\n", Printable(name))),
+                    (Some(name), Some(why), FAILED) => {
+                        write_fmt(format_args!("TEST {} ... FAILED ({})\n", Printable(name), Printable(why)))
                     }
-                    (Some(name), Some(why), FAILED) => write_fmt(format_args!(
-                        "TEST {} ... FAILED ({})\n",
-                        Printable(name),
-                        Printable(why)
-                    )),
-                    (Some(name), Some(why), SKIPPED) => write_fmt(format_args!(
-                        "TEST {} ... skipped ({})\n",
-                        Printable(name),
-                        Printable(why)
-                    )),
+                    (Some(name), Some(why), SKIPPED) => {
+                        write_fmt(format_args!("TEST {} ... skipped ({})\n", Printable(name), Printable(why)))
+                    }
                     _ => {
                         self.vcpu.regs.rax = HYPERCALL_ERROR;
                         return Ok(None);
@@ -336,11 +310,7 @@ impl Guest {
                 0
             }
             Some(Hypercall::Exit) => return Ok(Some(GuestEnd::Exited(r.rdi))),
-            Some(Hypercall::ExitCount) => self
-                .exits
-                .get(r.rdi as usize)
-                .copied()
-                .unwrap_or(HYPERCALL_ERROR),
+            Some(Hypercall::ExitCount) => self.exits.get(r.rdi as usize).copied().unwrap_or(HYPERCALL_ERROR),
             Some(Hypercall::PmuSwitch) => self.pmu_switch()?,
             None => {
                 warn!("vmx: unknown hypercall {:#x} from the guest", r.rax);
@@ -374,7 +344,8 @@ impl Guest {
             return Ok(());
         }
         // CPL = SS.DPL (SDM vol. 3A §5.5): access-rights bits 6:5.
-        let ring = if (ActiveVmcs.read32(Vmcs32::GuestSsAccessRights)? >> 5) & 3 == 3 { Ring::User } else { Ring::Kernel };
+        let ring =
+            if (ActiveVmcs.read32(Vmcs32::GuestSsAccessRights)? >> 5) & 3 == 3 { Ring::User } else { Ring::Kernel };
         let owed = self.with_engine(|e, hw| e.account_retired(hw, ArchEvent::InstructionsRetired, 1, ring))?;
         if let Ok(n) = owed {
             self.pmis_owed += u64::from(n);
@@ -437,11 +408,7 @@ struct Printable<'a>(&'a [u8]);
 impl core::fmt::Display for Printable<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         for &b in self.0 {
-            let c = if b == b'\n' || (0x20..0x7f).contains(&b) {
-                b as char
-            } else {
-                '?'
-            };
+            let c = if b == b'\n' || (0x20..0x7f).contains(&b) { b as char } else { '?' };
             core::fmt::Write::write_char(f, c)?;
         }
         Ok(())

@@ -14,22 +14,11 @@ use perfvisor_abi::{BootInfo, RamRange, Scenario, ABI_VERSION, BOOT_INFO_MAGIC, 
 /// Why a guest image was refused, in words.
 pub enum LoadError {
     Elf(elf::ParseError),
-    NotElf64X86Executable {
-        class_64: bool,
-        machine: u16,
-        kind: u16,
-    },
+    NotElf64X86Executable { class_64: bool, machine: u16, kind: u16 },
     NoLoadableSegment,
-    SegmentOutsideRam {
-        start: u64,
-        end: u64,
-    },
-    SegmentOverlapsLoaderArea {
-        start: u64,
-    },
-    SegmentFileSizeAboveMemorySize {
-        start: u64,
-    },
+    SegmentOutsideRam { start: u64, end: u64 },
+    SegmentOverlapsLoaderArea { start: u64 },
+    SegmentFileSizeAboveMemorySize { start: u64 },
     EntryOutsideImage(u64),
     RamDoesNotStartAtBase,
 }
@@ -65,12 +54,7 @@ fn inside_ram(ram: &[RamRange], start: u64, end: u64) -> bool {
 
 /// Copies the image into guest RAM, writes page tables and boot info.
 /// Returns the entry point.
-pub fn load(
-    image: &[u8],
-    ram: &[RamRange],
-    scenario: Scenario,
-    hypervisor_page: u64,
-) -> Result<u64, LoadError> {
+pub fn load(image: &[u8], ram: &[RamRange], scenario: Scenario, hypervisor_page: u64) -> Result<u64, LoadError> {
     if !inside_ram(ram, GUEST_RAM_START, IMAGE_BASE) {
         return Err(LoadError::RamDoesNotStartAtBase);
     }
@@ -86,17 +70,9 @@ pub fn load(
     let segments = file.segments().ok_or(LoadError::NoLoadableSegment)?;
     let mut loaded = 0;
     let mut entry_ok = false;
-    for ph in segments
-        .iter()
-        .filter(|p| p.p_type == PT_LOAD && p.p_memsz > 0)
-    {
+    for ph in segments.iter().filter(|p| p.p_type == PT_LOAD && p.p_memsz > 0) {
         let start = ph.p_paddr;
-        let end = start
-            .checked_add(ph.p_memsz)
-            .ok_or(LoadError::SegmentOutsideRam {
-                start,
-                end: u64::MAX,
-            })?;
+        let end = start.checked_add(ph.p_memsz).ok_or(LoadError::SegmentOutsideRam { start, end: u64::MAX })?;
         if ph.p_filesz > ph.p_memsz {
             return Err(LoadError::SegmentFileSizeAboveMemorySize { start });
         }
@@ -116,10 +92,7 @@ pub fn load(
         }
         entry_ok |= (start..end).contains(&h.e_entry);
         loaded += 1;
-        log::debug!(
-            "guest: segment {start:#x}..{end:#x} ({} bytes from the file)",
-            data.len()
-        );
+        log::debug!("guest: segment {start:#x}..{end:#x} ({} bytes from the file)", data.len());
     }
     if loaded == 0 {
         return Err(LoadError::NoLoadableSegment);

@@ -55,11 +55,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     println!(
         "perfvisor {} (ABI {ABI_VERSION}): hypervisor starting{}",
         env!("CARGO_PKG_VERSION"),
-        if have_console {
-            ""
-        } else {
-            " (no 16550 answered at COM1)"
-        }
+        if have_console { "" } else { " (no 16550 answered at COM1)" }
     );
 
     arch::gdt::init();
@@ -69,20 +65,13 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     if let Some(level) = config.log_level {
         serial::init_logger(level);
     }
-    info!(
-        "boot: log level {}, kernel image at {:#x}",
-        log::max_level(),
-        boot_info.kernel_image_offset
-    );
+    info!("boot: log level {}, kernel image at {:#x}", log::max_level(), boot_info.kernel_image_offset);
 
     let Some(phys_offset) = boot_info.physical_memory_offset.into_option() else {
         verdict::fail("the bootloader did not map physical memory");
     };
     let (usable, regions) = memory::init(&boot_info.memory_regions, phys_offset);
-    info!(
-        "memory: {} MiB usable in {regions} regions, physical memory mapped at {phys_offset:#x}",
-        usable >> 20
-    );
+    info!("memory: {} MiB usable in {regions} regions, physical memory mapped at {phys_offset:#x}", usable >> 20);
 
     match config.selftest {
         SelfTest::None => {}
@@ -104,10 +93,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     };
     let vmxon_region = match vmxon::enter_root_mode(caps) {
         Ok(region) => {
-            info!(
-                "vmx: entered VMX root mode (VMXON region at {:#x})",
-                region.0
-            );
+            info!("vmx: entered VMX root mode (VMXON region at {:#x})", region.0);
             region
         }
         Err(e) => {
@@ -139,18 +125,11 @@ fn run_guest(
     };
     let (ram, ram_count) = memory::guest_ram();
     let ram_bytes: u64 = ram[..ram_count].iter().map(|r| r.end - r.start).sum();
-    info!(
-        "guest: {} MiB of RAM in {ram_count} ranges from {:#x}",
-        ram_bytes >> 20,
-        ram[0].start
-    );
+    info!("guest: {} MiB of RAM in {ram_count} ranges from {:#x}", ram_bytes >> 20, ram[0].start);
     let entry = match loader::load(image, &ram[..ram_count], scenario, hypervisor_page) {
         Ok(entry) => entry,
         Err(e) => {
-            error!(
-                "guest: the guest image ({} bytes) is unusable: {e}",
-                image.len()
-            );
+            error!("guest: the guest image ({} bytes) is unusable: {e}", image.len());
             verdict::fail("bad guest image");
         }
     };
@@ -219,19 +198,13 @@ fn read_ramdisk(boot_info: &BootInfo) -> (BootConfig, Option<&'static [u8]>) {
     let parts = match config::split_ramdisk(bytes) {
         Ok(p) => p,
         Err(e) => {
-            error!(
-                "config: the ramdisk ({} bytes) is malformed: {e}",
-                bytes.len()
-            );
+            error!("config: the ramdisk ({} bytes) is malformed: {e}", bytes.len());
             verdict::fail("bad ramdisk");
         }
     };
     let config = parts.config.map_or(BootConfig::DEFAULT, |text| {
         let Ok(text) = core::str::from_utf8(text) else {
-            error!(
-                "config: the boot config ({} bytes) is not UTF-8 text",
-                text.len()
-            );
+            error!("config: the boot config ({} bytes) is not UTF-8 text", text.len());
             verdict::fail("bad boot config");
         };
         match BootConfig::parse(text) {
@@ -253,12 +226,7 @@ fn read_ramdisk(boot_info: &BootInfo) -> (BootConfig, Option<&'static [u8]>) {
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     serial::write_fmt_forced(format_args!("\nPANIC: {}\n", info.message()));
     if let Some(location) = info.location() {
-        serial::write_fmt_forced(format_args!(
-            "  at {}:{}:{}\n",
-            location.file(),
-            location.line(),
-            location.column()
-        ));
+        serial::write_fmt_forced(format_args!("  at {}:{}:{}\n", location.file(), location.line(), location.column()));
     }
     verdict::fail("panic")
 }

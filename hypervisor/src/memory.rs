@@ -44,12 +44,7 @@ const LOWEST_FRAME: u64 = 0x10_0000;
 
 impl FrameAllocator {
     fn new(regions: &'static MemoryRegions, map: PhysMap) -> Self {
-        Self {
-            regions,
-            region: 0,
-            next: 0,
-            map,
-        }
+        Self { regions, region: 0, next: 0, map }
     }
 
     /// A zeroed frame, or `None` when usable memory is exhausted.
@@ -62,9 +57,7 @@ impl FrameAllocator {
                     self.next = addr + FRAME_SIZE;
                     // SAFETY: the frame is usable RAM per the memory map, handed out
                     // once, and mapped writable through the bootloader's linear map.
-                    unsafe {
-                        core::ptr::write_bytes(self.map.ptr::<u8>(addr), 0, FRAME_SIZE as usize)
-                    };
+                    unsafe { core::ptr::write_bytes(self.map.ptr::<u8>(addr), 0, FRAME_SIZE as usize) };
                     return Some(PhysFrame(addr));
                 }
             }
@@ -79,15 +72,9 @@ static PHYS_MAP: spin::Once<PhysMap> = spin::Once::new();
 
 /// Sets up the allocator and returns (usable bytes, region count) for the report.
 pub fn init(regions: &'static MemoryRegions, physical_memory_offset: u64) -> (u64, usize) {
-    let map = *PHYS_MAP.call_once(|| PhysMap {
-        offset: physical_memory_offset,
-    });
+    let map = *PHYS_MAP.call_once(|| PhysMap { offset: physical_memory_offset });
     *FRAMES.lock() = Some(FrameAllocator::new(regions, map));
-    let usable = regions
-        .iter()
-        .filter(|r| r.kind == MemoryRegionKind::Usable)
-        .map(|r| r.end - r.start)
-        .sum();
+    let usable = regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable).map(|r| r.end - r.start).sum();
     (usable, regions.len())
 }
 
@@ -105,11 +92,7 @@ pub fn guest_ram() -> ([RamRange; MAX_RAM_RANGES], usize) {
     let Some(alloc) = frames.as_ref() else {
         return (ranges, 0);
     };
-    for r in alloc
-        .regions
-        .iter()
-        .filter(|r| r.kind == MemoryRegionKind::Usable)
-    {
+    for r in alloc.regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable) {
         let start = r.start.max(GUEST_RAM_START).next_multiple_of(FRAME_SIZE);
         let end = r.end & !(FRAME_SIZE - 1);
         if start >= end {

@@ -28,9 +28,8 @@ pub fn report() -> Platform {
     let vendor = cpu.get_vendor_info();
     let features = cpu.get_feature_info();
     let brand = cpu.get_processor_brand_string();
-    let (family, model, stepping) = features.as_ref().map_or((0, 0, 0), |f| {
-        (f.family_id(), f.model_id(), f.stepping_id())
-    });
+    let (family, model, stepping) =
+        features.as_ref().map_or((0, 0, 0), |f| (f.family_id(), f.model_id(), f.stepping_id()));
     info!(
         "cpu: {} family {:#x} model {:#x} stepping {:#x} \"{}\" (max basic leaf {:#x})",
         vendor.as_ref().map_or("unknown-vendor", |v| v.as_str()),
@@ -61,10 +60,7 @@ pub fn report() -> Platform {
         ArchPerfmon::decode(CpuidRegs::default())
     };
     let raw = pmu.raw;
-    info!(
-        "pmu: CPUID.0AH eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x}",
-        raw.eax, raw.ebx, raw.ecx, raw.edx
-    );
+    info!("pmu: CPUID.0AH eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x}", raw.eax, raw.ebx, raw.ecx, raw.edx);
     info!("pmu: {pmu}");
 
     if has(raw_cpuid::FeatureInfo::has_pdcm) {
@@ -113,9 +109,6 @@ fn report_vmx(caps: &VmxCaps) {
         caps.cr4_fixed1
     );
     for (name, available) in caps.features() {
-        info!(
-            "vmx: control {name}: {}",
-            if available { "yes" } else { "no" }
-        );
+        info!("vmx: control {name}: {}", if available { "yes" } else { "no" });
     }
 }

@@ -19,10 +19,7 @@ static CONSOLE: Mutex<Option<Uart16550Tty<PioBackend>>> = Mutex::new(None);
 
 /// Programs COM1. Returns false when no 16550 answered at 0x3f8.
 pub fn init() -> bool {
-    let config = Config {
-        baud_rate: BaudRate::Baud115200,
-        ..Config::DEFAULT
-    };
+    let config = Config { baud_rate: BaudRate::Baud115200, ..Config::DEFAULT };
     // SAFETY: 0x3f8..0x400 is the COM1 register block on PC-compatible
     // machines; perfvisor is the only code touching it from here on.
     let tty = unsafe { Uart16550Tty::new_port(COM1, config) };
@@ -75,9 +72,7 @@ static LOGGER: SerialLogger = SerialLogger;
 /// The level compiled in with `PERFVISOR_LOG=error|warn|info|debug|trace`
 /// (default `info`); a boot config's `log=` overrides it at run time.
 pub fn build_time_level() -> LevelFilter {
-    option_env!("PERFVISOR_LOG")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(LevelFilter::Info)
+    option_env!("PERFVISOR_LOG").and_then(|s| s.parse().ok()).unwrap_or(LevelFilter::Info)
 }
 
 pub fn init_logger(level: LevelFilter) {

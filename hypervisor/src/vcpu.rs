@@ -8,8 +8,8 @@ use crate::vmx_hw::{self, ActiveVmcs};
 use core::arch::global_asm;
 use core::fmt;
 use vmx::caps::MissingControls;
-use vmx::ept::{Ept, EptError, EptPerms, MemoryType};
 use vmx::controls::PmuControlNeeds;
+use vmx::ept::{Ept, EptError, EptPerms, MemoryType};
 use vmx::msr_bitmap::{Intercept, MsrBitmap};
 use vmx::msr_list::MsrEntry;
 use vmx::vmcs::{Vmcs16, Vmcs32, Vmcs64, VmcsAccess, VmcsError, VmcsNatural};
@@ -216,7 +216,11 @@ impl Vcpu {
             }
             vpmu.engine.install_msr_bitmap(bitmap);
             if let Some(list) = store_list {
-                map.ptr::<MsrEntry>(list.0).write(MsrEntry { index: pmu::msr::IA32_PERF_GLOBAL_CTRL, reserved: 0, value: 0 });
+                map.ptr::<MsrEntry>(list.0).write(MsrEntry {
+                    index: pmu::msr::IA32_PERF_GLOBAL_CTRL,
+                    reserved: 0,
+                    value: 0,
+                });
             }
             vmx_hw::vmclear(vmcs.0)?;
             vmx_hw::vmptrld(vmcs.0)?;
@@ -227,15 +231,8 @@ impl Vcpu {
         let allow_1g = caps.ept_vpid & (1 << 17) != 0;
         let mut ept = Ept::new(&mut frames, allow_1g).map_err(SetupError::Ept)?;
         for r in ram {
-            ept.map(
-                &mut frames,
-                r.start,
-                r.start,
-                r.end - r.start,
-                EptPerms::RWX,
-                MemoryType::WriteBack,
-            )
-            .map_err(SetupError::Ept)?;
+            ept.map(&mut frames, r.start, r.start, r.end - r.start, EptPerms::RWX, MemoryType::WriteBack)
+                .map_err(SetupError::Ept)?;
         }
         let eptp = ept.eptp(false);
 
@@ -265,10 +262,7 @@ impl Vcpu {
             if allow_1g { "yes" } else { "no" }
         );
         Ok(Self {
-            regs: GuestRegisters {
-                rdi: start.rdi,
-                ..Default::default()
-            },
+            regs: GuestRegisters { rdi: start.rdi, ..Default::default() },
             launched: false,
             msr_bitmap,
             global_ctrl_store: store_list,
@@ -284,16 +278,8 @@ impl Vcpu {
         let failed = unsafe { perfvisor_vm_run(&mut self.regs, u64::from(self.launched)) };
         if failed != 0 {
             let error = ActiveVmcs.read32(Vmcs32::InstructionError).unwrap_or(0);
-            let which = if self.launched {
-                "VMRESUME"
-            } else {
-                "VMLAUNCH"
-            };
-            return Err(VmcsError {
-                field: which,
-                encoding: 0,
-                instruction_error: error,
-            });
+            let which = if self.launched { "VMRESUME" } else { "VMLAUNCH" };
+            return Err(VmcsError { field: which, encoding: 0, instruction_error: error });
         }
         self.launched = true;
         Ok(())
@@ -318,13 +304,8 @@ impl Vcpu {
 }
 
 fn write_controls(v: &mut ActiveVmcs, caps: &VmxCaps, pmu: PmuControlNeeds) -> Result<(), SetupError> {
-    let vmx::controls::ResolvedControls {
-        pin,
-        primary,
-        secondary,
-        exit,
-        entry,
-    } = vmx::controls::resolve_for_guest(caps, pmu)?;
+    let vmx::controls::ResolvedControls { pin, primary, secondary, exit, entry } =
+        vmx::controls::resolve_for_guest(caps, pmu)?;
     v.write32(Vmcs32::PinControls, pin)?;
     v.write32(Vmcs32::PrimaryControls, primary)?;
     v.write32(Vmcs32::SecondaryControls, secondary)?;
@@ -336,7 +317,9 @@ fn write_controls(v: &mut ActiveVmcs, caps: &VmxCaps, pmu: PmuControlNeeds) -> R
     v.write32(Vmcs32::ExitMsrLoadCount, 0)?;
     v.write32(Vmcs32::EntryMsrLoadCount, 0)?;
     v.write32(Vmcs32::EntryInterruptionInfo, 0)?;
-    log::debug!("vmx: controls pin {pin:#x} primary {primary:#x} secondary {secondary:#x} exit {exit:#x} entry {entry:#x}");
+    log::debug!(
+        "vmx: controls pin {pin:#x} primary {primary:#x} secondary {secondary:#x} exit {exit:#x} entry {entry:#x}"
+    );
     Ok(())
 }
 
@@ -348,17 +331,10 @@ fn read_msr(msr: u32) -> u64 {
 fn write_host_state(v: &mut ActiveVmcs) -> Result<(), SetupError> {
     let sel = gdt::selectors();
     v.write_natural(VmcsNatural::HostCr0, Cr0::read_raw())?;
-    v.write_natural(
-        VmcsNatural::HostCr3,
-        Cr3::read_raw().0.start_address().as_u64(),
-    )?;
+    v.write_natural(VmcsNatural::HostCr3, Cr3::read_raw().0.start_address().as_u64())?;
     v.write_natural(VmcsNatural::HostCr4, Cr4::read_raw())?;
     v.write16(Vmcs16::HostCsSelector, sel.code.0)?;
-    for f in [
-        Vmcs16::HostSsSelector,
-        Vmcs16::HostDsSelector,
-        Vmcs16::HostEsSelector,
-    ] {
+    for f in [Vmcs16::HostSsSelector, Vmcs16::HostDsSelector, Vmcs16::HostEsSelector] {
         v.write16(f, sel.data.0)?;
     }
     v.write16(Vmcs16::HostFsSelector, 0)?;
@@ -367,14 +343,8 @@ fn write_host_state(v: &mut ActiveVmcs) -> Result<(), SetupError> {
     v.write_natural(VmcsNatural::HostFsBase, 0)?;
     v.write_natural(VmcsNatural::HostGsBase, 0)?;
     v.write_natural(VmcsNatural::HostTrBase, gdt::tss_base())?;
-    v.write_natural(
-        VmcsNatural::HostGdtrBase,
-        x86_64::instructions::tables::sgdt().base.as_u64(),
-    )?;
-    v.write_natural(
-        VmcsNatural::HostIdtrBase,
-        x86_64::instructions::tables::sidt().base.as_u64(),
-    )?;
+    v.write_natural(VmcsNatural::HostGdtrBase, x86_64::instructions::tables::sgdt().base.as_u64())?;
+    v.write_natural(VmcsNatural::HostIdtrBase, x86_64::instructions::tables::sidt().base.as_u64())?;
     v.write32(Vmcs32::HostSysenterCs, 0)?;
     v.write_natural(VmcsNatural::HostSysenterEsp, 0)?;
     v.write_natural(VmcsNatural::HostSysenterEip, 0)?;
@@ -390,11 +360,7 @@ pub const IA32_PAT: u32 = 0x277;
 pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 
 /// A flat 64-bit guest (SDM vol. 3C §27.3.1 checks).
-fn write_guest_state(
-    v: &mut ActiveVmcs,
-    caps: &VmxCaps,
-    start: &GuestStart,
-) -> Result<(), SetupError> {
+fn write_guest_state(v: &mut ActiveVmcs, caps: &VmxCaps, start: &GuestStart) -> Result<(), SetupError> {
     // CR0: PE, MP, ET, NE, WP, PG plus whatever VMX requires. The mask
     // makes guest writes to the fixed bits exit; the shadow is what it reads.
     let cr0 = caps.fix_cr0(0x8005_0033);
@@ -402,16 +368,10 @@ fn write_guest_state(
     let cr4_shadow = cr4 & !Cr4Flags::VIRTUAL_MACHINE_EXTENSIONS.bits();
     v.write_natural(VmcsNatural::GuestCr0, cr0)?;
     v.write_natural(VmcsNatural::Cr0ReadShadow, cr0)?;
-    v.write_natural(
-        VmcsNatural::Cr0GuestHostMask,
-        caps.cr0_fixed0 | !caps.cr0_fixed1,
-    )?;
+    v.write_natural(VmcsNatural::Cr0GuestHostMask, caps.cr0_fixed0 | !caps.cr0_fixed1)?;
     v.write_natural(VmcsNatural::GuestCr4, cr4)?;
     v.write_natural(VmcsNatural::Cr4ReadShadow, cr4_shadow)?;
-    v.write_natural(
-        VmcsNatural::Cr4GuestHostMask,
-        caps.cr4_fixed0 | !caps.cr4_fixed1,
-    )?;
+    v.write_natural(VmcsNatural::Cr4GuestHostMask, caps.cr4_fixed0 | !caps.cr4_fixed1)?;
     v.write_natural(VmcsNatural::GuestCr3, start.cr3)?;
     v.write_natural(VmcsNatural::GuestDr7, 0x400)?;
     v.write_natural(VmcsNatural::GuestRsp, start.rsp)?;

@@ -31,36 +31,22 @@ fn instruction_error() -> u32 {
 
 /// `field` is only evaluated on failure: naming a field costs a table
 /// search, which the exit path must not pay on every access.
-fn check(
-    rflags: u64,
-    field: impl FnOnce() -> &'static str,
-    encoding: u32,
-) -> Result<(), VmcsError> {
+fn check(rflags: u64, field: impl FnOnce() -> &'static str, encoding: u32) -> Result<(), VmcsError> {
     if rflags & (RFLAGS_CF | RFLAGS_ZF) == 0 {
         return Ok(());
     }
     let field = field();
     if rflags & RFLAGS_CF != 0 {
-        Err(VmcsError {
-            field,
-            encoding,
-            instruction_error: 0,
-        })
+        Err(VmcsError { field, encoding, instruction_error: 0 })
     } else if rflags & RFLAGS_ZF != 0 {
-        Err(VmcsError {
-            field,
-            encoding,
-            instruction_error: instruction_error(),
-        })
+        Err(VmcsError { field, encoding, instruction_error: instruction_error() })
     } else {
         Ok(())
     }
 }
 
 fn field_name(encoding: u32) -> &'static str {
-    vmx::vmcs::all_fields()
-        .find(|(_, e)| *e == encoding)
-        .map_or("unnamed field", |(n, _)| n)
+    vmx::vmcs::all_fields().find(|(_, e)| *e == encoding).map_or("unnamed field", |(n, _)| n)
 }
 
 impl VmcsAccess for ActiveVmcs {

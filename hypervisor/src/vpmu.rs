@@ -50,7 +50,8 @@ const LEAF7_1_EAX_ARCH_PERFMON_EXT: u32 = 1 << 8;
 pub fn discover_host() -> HostPmu {
     let max = cpuid(0, 0).eax;
     let pdcm = cpuid(1, 0).ecx & (1 << 15) != 0;
-    let leaf_23 = (max >= 0x23 && cpuid(7, 1).eax & LEAF7_1_EAX_ARCH_PERFMON_EXT != 0).then(|| [cpuid(0x23, 0), cpuid(0x23, 1)]);
+    let leaf_23 =
+        (max >= 0x23 && cpuid(7, 1).eax & LEAF7_1_EAX_ARCH_PERFMON_EXT != 0).then(|| [cpuid(0x23, 0), cpuid(0x23, 1)]);
     HostPmu::discover(&HostPmuInputs {
         leaf_0a: if max >= 0xa { cpuid(0xa, 0) } else { Default::default() },
         pdcm,

@@ -40,13 +40,7 @@ impl PerfCapabilities {
 /// `0x... (LBR fmt 5, PEBS fmt 4, FW_WRITE, PERF_METRICS)`.
 impl fmt::Display for PerfCapabilities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:#x} (LBR fmt {}, PEBS fmt {}",
-            self.bits(),
-            self.lbr_format(),
-            self.pebs_format()
-        )?;
+        write!(f, "{:#x} (LBR fmt {}, PEBS fmt {}", self.bits(), self.lbr_format(), self.pebs_format())?;
         for (name, flag) in [
             ("PEBS_TRAP", Self::PEBS_TRAP),
             ("PEBS_ARCH_REG", Self::PEBS_ARCH_REG),

@@ -157,11 +157,7 @@ impl ArchPerfmon {
             event_vector_len: (leaf.eax >> 24) as u8,
             events_unavailable: leaf.ebx,
             fixed,
-            fixed_width: if version < 2 {
-                0
-            } else {
-                ((leaf.edx >> 5) & 0xff) as u8
-            },
+            fixed_width: if version < 2 { 0 } else { ((leaf.edx >> 5) & 0xff) as u8 },
             fixed_contiguous: if version < 2 { 0 } else { fixed_contiguous },
             anythread_deprecated: version >= 2 && leaf.edx & (1 << 15) != 0,
             raw: leaf,
@@ -177,9 +173,7 @@ impl ArchPerfmon {
     /// clear and it lies inside the event vector (an EBX bit beyond
     /// EAX[31:24] says nothing, so such an event is not available).
     pub fn event_available(&self, index: u32) -> bool {
-        index < u32::from(self.event_vector_len)
-            && index < 32
-            && self.events_unavailable & (1 << index) == 0
+        index < u32::from(self.event_vector_len) && index < 32 && self.events_unavailable & (1 << index) == 0
     }
 
     /// The available events as a bitmap (bit i = event i available).
@@ -254,9 +248,7 @@ mod tests {
         assert_eq!(p.version, 4);
         assert_eq!((p.gp_counters, p.gp_width), (4, 48));
         assert_eq!(p.fixed, FixedCounterSet(0x7));
-        assert!(p
-            .to_string()
-            .starts_with("version 4, 4 GP counters x 48 bits, fixed counters {0,1,2} x 48 bits"));
+        assert!(p.to_string().starts_with("version 4, 4 GP counters x 48 bits, fixed counters {0,1,2} x 48 bits"));
     }
 
     #[test]
@@ -299,10 +291,7 @@ mod tests {
     fn no_pmu() {
         let p = ArchPerfmon::decode(CpuidRegs::default());
         assert!(!p.present());
-        assert_eq!(
-            p.to_string(),
-            "no architectural PMU (CPUID.0AH.EAX[7:0] = 0)"
-        );
+        assert_eq!(p.to_string(), "no architectural PMU (CPUID.0AH.EAX[7:0] = 0)");
     }
 
     #[test]

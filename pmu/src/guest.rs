@@ -94,8 +94,7 @@ pub struct GuestPmu {
 /// PERF_CAPABILITIES bits a guest may see: FW_WRITE (its counters are the
 /// hardware's) and PERF_METRICS (with fixed counter 3). LBR and PEBS
 /// formats are not virtualized.
-const GUEST_CAPABILITIES: PerfCapabilities =
-    PerfCapabilities::FW_WRITE.union(PerfCapabilities::PERF_METRICS);
+const GUEST_CAPABILITIES: PerfCapabilities = PerfCapabilities::FW_WRITE.union(PerfCapabilities::PERF_METRICS);
 
 impl GuestPmu {
     /// No PMU: CPUID.0AH reads 0, every PMU MSR #GPs.
@@ -106,12 +105,7 @@ impl GuestPmu {
         layout.fixed = FixedCounterSet::empty();
         layout.pdcm = false;
         layout.perf_capabilities = PerfCapabilities::empty();
-        Self {
-            layout,
-            events: 0,
-            event_vector_len: 0,
-            leaf_23: false,
-        }
+        Self { layout, events: 0, event_vector_len: 0, leaf_23: false }
     }
 
     pub fn derive(host: &HostPmu, req: &GuestPmuRequest) -> Result<Self, GuestConfigError> {
@@ -120,10 +114,7 @@ impl GuestPmu {
             Some(0) => return Ok(Self::none(host)),
             Some(1) => return Err(GuestConfigError::VersionOneUnsupported),
             Some(v) if v > h.version => {
-                return Err(GuestConfigError::VersionAboveHost {
-                    requested: v,
-                    host: h.version,
-                })
+                return Err(GuestConfigError::VersionAboveHost { requested: v, host: h.version })
             }
             Some(v) => v,
             // Beyond v5 nothing is known to perfvisor; v1 hosts get no guest PMU.
@@ -132,26 +123,17 @@ impl GuestPmu {
         };
         let gp_counters = match req.gp_counters {
             Some(n) if n > h.gp_counters => {
-                return Err(GuestConfigError::MoreGpThanHost {
-                    requested: n,
-                    host: h.gp_counters,
-                })
+                return Err(GuestConfigError::MoreGpThanHost { requested: n, host: h.gp_counters })
             }
             Some(n) => n,
             None => h.gp_counters,
         };
         let fixed = match req.fixed {
             Some(set) if set.0 & !h.fixed.0 != 0 => {
-                return Err(GuestConfigError::FixedNotOnHost {
-                    requested: set,
-                    host: h.fixed,
-                })
+                return Err(GuestConfigError::FixedNotOnHost { requested: set, host: h.fixed })
             }
             Some(set) if version < 5 && !set.is_contiguous() => {
-                return Err(GuestConfigError::FixedHoleNeedsV5 {
-                    requested: set,
-                    version,
-                })
+                return Err(GuestConfigError::FixedHoleNeedsV5 { requested: set, version })
             }
             Some(set) => set,
             // Below v5 only the contiguous prefix of the host's set is describable.
@@ -161,23 +143,15 @@ impl GuestPmu {
         let host_events = host.arch.available_events();
         let events = match req.events {
             Some(e) if e & !host_events != 0 => {
-                return Err(GuestConfigError::EventsNotOnHost {
-                    missing: e & !host_events,
-                })
+                return Err(GuestConfigError::EventsNotOnHost { missing: e & !host_events })
             }
             Some(e) => e,
             None => host_events,
         };
-        let offered = if h.pdcm {
-            h.perf_capabilities & GUEST_CAPABILITIES
-        } else {
-            PerfCapabilities::empty()
-        };
+        let offered = if h.pdcm { h.perf_capabilities & GUEST_CAPABILITIES } else { PerfCapabilities::empty() };
         let caps = match req.perf_capabilities {
             Some(c) if !offered.contains(c) => {
-                return Err(GuestConfigError::CapabilitiesNotOnHost {
-                    missing: (c & !offered).bits(),
-                })
+                return Err(GuestConfigError::CapabilitiesNotOnHost { missing: (c & !offered).bits() })
             }
             Some(c) => c,
             None => offered,
@@ -207,25 +181,15 @@ impl GuestPmu {
             return CpuidRegs::default();
         }
         let len = self.event_vector_len;
-        let vector_mask = if len >= 32 {
-            u32::MAX
-        } else {
-            (1u32 << len) - 1
-        };
-        let eax = u32::from(l.version)
-            | u32::from(l.gp_counters) << 8
-            | u32::from(l.gp_width) << 16
-            | u32::from(len) << 24;
+        let vector_mask = if len >= 32 { u32::MAX } else { (1u32 << len) - 1 };
+        let eax =
+            u32::from(l.version) | u32::from(l.gp_counters) << 8 | u32::from(l.gp_width) << 16 | u32::from(len) << 24;
         let ebx = !self.events & vector_mask;
         // EDX[4:0]: the contiguous fixed counters from 0; ECX (v5): all of them.
         let contiguous = l.fixed.0.trailing_ones();
         let ecx = if l.version >= 5 { l.fixed.0 } else { 0 };
         let edx = contiguous
-            | if l.fixed.is_empty() {
-                0
-            } else {
-                u32::from(l.fixed_width) << 5
-            }
+            | if l.fixed.is_empty() { 0 } else { u32::from(l.fixed_width) << 5 }
             | if l.anythread_deprecated { 1 << 15 } else { 0 };
         CpuidRegs::new(eax, ebx, ecx, edx)
     }
@@ -235,12 +199,7 @@ impl GuestPmu {
     pub fn cpuid_23(&self, subleaf: u32) -> CpuidRegs {
         match (self.leaf_23, subleaf) {
             (true, 0) => CpuidRegs::new(1 << 1, 0, 0, 0),
-            (true, 1) => CpuidRegs::new(
-                (1u32 << self.layout.gp_counters) - 1,
-                self.layout.fixed.0,
-                0,
-                0,
-            ),
+            (true, 1) => CpuidRegs::new((1u32 << self.layout.gp_counters) - 1, self.layout.fixed.0, 0, 0),
             _ => CpuidRegs::default(),
         }
     }
@@ -271,101 +230,51 @@ mod tests {
         let leaf = g.cpuid_0a();
         assert_eq!(leaf, CpuidRegs::new(0x0830_0805, 0, 0xf, 0x8604));
         let back = ArchPerfmon::decode(leaf);
-        assert_eq!(
-            (back.version, back.gp_counters, back.fixed),
-            (5, 8, FixedCounterSet(0xf))
-        );
-        assert_eq!(
-            g.layout.perf_capabilities,
-            PerfCapabilities::FW_WRITE | PerfCapabilities::PERF_METRICS
-        );
+        assert_eq!((back.version, back.gp_counters, back.fixed), (5, 8, FixedCounterSet(0xf)));
+        assert_eq!(g.layout.perf_capabilities, PerfCapabilities::FW_WRITE | PerfCapabilities::PERF_METRICS);
     }
 
     #[test]
     fn v4_host_gives_v4_and_v3_host_v3() {
-        let g = GuestPmu::derive(
-            &host(0x0730_0404, 0, 0x0603, 0x2000),
-            &GuestPmuRequest::default(),
-        )
-        .unwrap();
+        let g = GuestPmu::derive(&host(0x0730_0404, 0, 0x0603, 0x2000), &GuestPmuRequest::default()).unwrap();
         assert_eq!(g.cpuid_0a(), CpuidRegs::new(0x0730_0404, 0, 0, 0x0603));
-        let g = GuestPmu::derive(
-            &host(0x0730_0403, 0, 0x0603, 0x2000),
-            &GuestPmuRequest::default(),
-        )
-        .unwrap();
+        let g = GuestPmu::derive(&host(0x0730_0403, 0, 0x0603, 0x2000), &GuestPmuRequest::default()).unwrap();
         assert_eq!(g.layout.version, 3);
     }
 
     #[test]
     fn narrowing_is_allowed_widening_is_an_error() {
         let h = tigerlake();
-        let req = GuestPmuRequest {
-            version: Some(4),
-            gp_counters: Some(2),
-            ..Default::default()
-        };
+        let req = GuestPmuRequest { version: Some(4), gp_counters: Some(2), ..Default::default() };
         let g = GuestPmu::derive(&h, &req).unwrap();
         assert_eq!(g.cpuid_0a().eax, 0x0830_0204);
         assert_eq!(g.cpuid_0a().ecx, 0, "no fixed bitmap below v5");
-        let too_many = GuestPmuRequest {
-            gp_counters: Some(9),
-            ..Default::default()
-        };
+        let too_many = GuestPmuRequest { gp_counters: Some(9), ..Default::default() };
         assert_eq!(
             GuestPmu::derive(&h, &too_many).unwrap_err().to_string(),
             "9 GP counters requested but the host has 8"
         );
-        let v6 = GuestPmuRequest {
-            version: Some(6),
-            ..Default::default()
-        };
-        assert!(matches!(
-            GuestPmu::derive(&h, &v6),
-            Err(GuestConfigError::VersionAboveHost { .. })
-        ));
+        let v6 = GuestPmuRequest { version: Some(6), ..Default::default() };
+        assert!(matches!(GuestPmu::derive(&h, &v6), Err(GuestConfigError::VersionAboveHost { .. })));
     }
 
     #[test]
     fn fixed_holes_need_v5() {
         let h = tigerlake();
-        let hole = GuestPmuRequest {
-            fixed: Some(FixedCounterSet(0b101)),
-            ..Default::default()
-        };
+        let hole = GuestPmuRequest { fixed: Some(FixedCounterSet(0b101)), ..Default::default() };
         let g = GuestPmu::derive(&h, &hole).unwrap();
         assert_eq!((g.cpuid_0a().ecx, g.cpuid_0a().edx & 0x1f), (0b101, 1));
-        let v4_hole = GuestPmuRequest {
-            version: Some(4),
-            ..hole
-        };
-        assert!(matches!(
-            GuestPmu::derive(&h, &v4_hole),
-            Err(GuestConfigError::FixedHoleNeedsV5 { .. })
-        ));
+        let v4_hole = GuestPmuRequest { version: Some(4), ..hole };
+        assert!(matches!(GuestPmu::derive(&h, &v4_hole), Err(GuestConfigError::FixedHoleNeedsV5 { .. })));
         // A host with a hole gives a v4 guest only the contiguous prefix.
         let cwf = host(0x0830_0805, 0x77, 0x0603, 0x2000);
-        let g = GuestPmu::derive(
-            &cwf,
-            &GuestPmuRequest {
-                version: Some(4),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let g = GuestPmu::derive(&cwf, &GuestPmuRequest { version: Some(4), ..Default::default() }).unwrap();
         assert_eq!(g.layout.fixed, FixedCounterSet(0x7));
     }
 
     #[test]
     fn off_means_all_zero_cpuid() {
-        let g = GuestPmu::derive(
-            &tigerlake(),
-            &GuestPmuRequest {
-                version: Some(0),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let g = GuestPmu::derive(&tigerlake(), &GuestPmuRequest { version: Some(0), ..Default::default() }).unwrap();
         assert_eq!(g.cpuid_0a(), CpuidRegs::default());
         assert!(!g.layout.pdcm);
     }
@@ -373,22 +282,9 @@ mod tests {
     #[test]
     fn events_and_capabilities_only_narrow() {
         let h = tigerlake();
-        let g = GuestPmu::derive(
-            &h,
-            &GuestPmuRequest {
-                events: Some(0b11),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let g = GuestPmu::derive(&h, &GuestPmuRequest { events: Some(0b11), ..Default::default() }).unwrap();
         assert_eq!(g.cpuid_0a().ebx, 0xfc, "events 2..7 marked unavailable");
-        let lbr = GuestPmuRequest {
-            perf_capabilities: Some(PerfCapabilities::PEBS_TRAP),
-            ..Default::default()
-        };
-        assert!(matches!(
-            GuestPmu::derive(&h, &lbr),
-            Err(GuestConfigError::CapabilitiesNotOnHost { .. })
-        ));
+        let lbr = GuestPmuRequest { perf_capabilities: Some(PerfCapabilities::PEBS_TRAP), ..Default::default() };
+        assert!(matches!(GuestPmu::derive(&h, &lbr), Err(GuestConfigError::CapabilitiesNotOnHost { .. })));
     }
 }

@@ -5,9 +5,7 @@
 use crate::cpuid::{ArchPerfmon, CpuidRegs, FixedCounterSet};
 use crate::hw::PmuHardware;
 use crate::layout::{PmuLayout, MAX_FIXED, MAX_GP};
-use crate::msr::{
-    IA32_FIXED_CTR0, IA32_PERFEVTSEL0, IA32_PERF_GLOBAL_CTRL, IA32_PERF_GLOBAL_STATUS, IA32_PMC0,
-};
+use crate::msr::{IA32_FIXED_CTR0, IA32_PERFEVTSEL0, IA32_PERF_GLOBAL_CTRL, IA32_PERF_GLOBAL_STATUS, IA32_PMC0};
 use crate::PerfCapabilities;
 
 /// What the boot code read; everything else is derived.
@@ -39,8 +37,7 @@ impl HostPmu {
     pub fn discover(inputs: &HostPmuInputs) -> Self {
         let arch = ArchPerfmon::decode(inputs.leaf_0a);
         let caps_ok = inputs.pdcm && inputs.perf_capabilities.is_some();
-        let mut layout =
-            PmuLayout::from_cpuid(&arch, caps_ok, inputs.perf_capabilities.unwrap_or(0));
+        let mut layout = PmuLayout::from_cpuid(&arch, caps_ok, inputs.perf_capabilities.unwrap_or(0));
         let mut gp_bitmap = (1u32 << arch.gp_counters.min(31)) - 1;
         let mut has_leaf_23 = false;
         // Sub-leaf 0 EAX: bitmap of valid sub-leaves; sub-leaf 1 (bit 1):
@@ -49,8 +46,7 @@ impl HostPmu {
             if sub0.eax & (1 << 1) != 0 {
                 has_leaf_23 = true;
                 gp_bitmap = sub1.eax;
-                layout.fixed =
-                    FixedCounterSet(sub1.ebx & FixedCounterSet::first(MAX_FIXED as u32).0);
+                layout.fixed = FixedCounterSet(sub1.ebx & FixedCounterSet::first(MAX_FIXED as u32).0);
             }
         }
         // perfvisor addresses GP counters 0..n: a hole ends the usable run.
@@ -91,10 +87,7 @@ impl HostPmu {
                 push(IA32_FIXED_CTR0 + i);
             }
         }
-        probes[..n]
-            .iter()
-            .copied()
-            .find(|&msr| hw.rdmsr(msr).is_err())
+        probes[..n].iter().copied().find(|&msr| hw.rdmsr(msr).is_err())
     }
 }
 
@@ -122,12 +115,7 @@ mod tests {
     use super::*;
 
     fn inputs(eax: u32, ecx: u32, edx: u32, caps: Option<u64>) -> HostPmuInputs {
-        HostPmuInputs {
-            leaf_0a: CpuidRegs::new(eax, 0, ecx, edx),
-            pdcm: true,
-            perf_capabilities: caps,
-            leaf_23: None,
-        }
+        HostPmuInputs { leaf_0a: CpuidRegs::new(eax, 0, ecx, edx), pdcm: true, perf_capabilities: caps, leaf_23: None }
     }
 
     /// Skylake-SP/X (family 6 model 0x55): CPUID.0AH as Bochs'
@@ -162,10 +150,7 @@ mod tests {
     #[test]
     fn sapphire_rapids_with_leaf_23() {
         let mut i = inputs(0x0830_0805, 0xf, 0x8604, Some(0x1f4c5));
-        i.leaf_23 = Some([
-            CpuidRegs::new(0b11, 0, 0, 0),
-            CpuidRegs::new(0xff, 0xf, 0, 0),
-        ]);
+        i.leaf_23 = Some([CpuidRegs::new(0b11, 0, 0, 0), CpuidRegs::new(0xff, 0xf, 0, 0)]);
         let h = HostPmu::discover(&i);
         assert!(h.has_leaf_23);
         assert_eq!(h.gp_bitmap, 0xff);
@@ -217,10 +202,7 @@ mod tests {
     #[test]
     fn gp_bitmap_hole_ends_the_usable_counters() {
         let mut i = inputs(0x0830_0805, 0xf, 0x8604, Some(0x2000));
-        i.leaf_23 = Some([
-            CpuidRegs::new(0b10, 0, 0, 0),
-            CpuidRegs::new(0b1011, 0xf, 0, 0),
-        ]);
+        i.leaf_23 = Some([CpuidRegs::new(0b10, 0, 0, 0), CpuidRegs::new(0b1011, 0xf, 0, 0)]);
         assert_eq!(HostPmu::discover(&i).layout.gp_counters, 2);
     }
 }

@@ -83,11 +83,7 @@ impl PmuLayout {
             fixed_width: p.fixed_width,
             anythread_deprecated: p.anythread_deprecated,
             pdcm,
-            perf_capabilities: PerfCapabilities::from_bits_retain(if pdcm {
-                perf_capabilities
-            } else {
-                0
-            }),
+            perf_capabilities: PerfCapabilities::from_bits_retain(if pdcm { perf_capabilities } else { 0 }),
         }
     }
 
@@ -114,11 +110,7 @@ impl PmuLayout {
 
     /// IA32_PERF_METRICS exists (with fixed counter 3).
     pub fn perf_metrics(&self) -> bool {
-        self.pdcm
-            && self
-                .perf_capabilities
-                .contains(PerfCapabilities::PERF_METRICS)
-            && self.fixed.contains(3)
+        self.pdcm && self.perf_capabilities.contains(PerfCapabilities::PERF_METRICS) && self.fixed.contains(3)
     }
 
     /// AnyThread may be set (v3 and v4; deprecated from v5 on).
@@ -128,13 +120,7 @@ impl PmuLayout {
 
     /// The counter bits of GLOBAL_CTRL/STATUS (plus PERF_METRICS).
     pub fn counter_bits(&self) -> u64 {
-        self.gp_mask()
-            | self.fixed_mask()
-            | if self.perf_metrics() {
-                status::PERF_METRICS
-            } else {
-                0
-            }
+        self.gp_mask() | self.fixed_mask() | if self.perf_metrics() { status::PERF_METRICS } else { 0 }
     }
 }
 

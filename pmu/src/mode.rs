@@ -81,13 +81,10 @@ impl fmt::Display for ModeReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Requested => f.write_str("requested by the boot config"),
-            Self::HostV4 => f.write_str(
-                "host PMU v4+: GLOBAL_STATUS is restored with IA32_PERF_GLOBAL_STATUS_SET",
-            ),
-            Self::HostV2OrV3(v) => write!(
-                f,
-                "host PMU v{v}: no IA32_PERF_GLOBAL_STATUS_SET, so GLOBAL_STATUS is emulated"
-            ),
+            Self::HostV4 => f.write_str("host PMU v4+: GLOBAL_STATUS is restored with IA32_PERF_GLOBAL_STATUS_SET"),
+            Self::HostV2OrV3(v) => {
+                write!(f, "host PMU v{v}: no IA32_PERF_GLOBAL_STATUS_SET, so GLOBAL_STATUS is emulated")
+            }
             Self::StatusSetIneffective(v) => write!(
                 f,
                 "host PMU v{v}, but IA32_PERF_GLOBAL_STATUS_SET/RESET do not act on GLOBAL_STATUS \
@@ -144,45 +141,22 @@ pub fn choose(
     } else {
         None
     };
-    let error = |missing| ModeError {
-        requested: request,
-        missing,
-        host_version: version,
-    };
+    let error = |missing| ModeError { requested: request, missing, host_version: version };
     match (request, unavailable) {
-        (ModeRequest::Off, _) => Ok(ModeChoice {
-            mode: Mode::Off,
-            reason: ModeReason::Requested,
-        }),
-        (ModeRequest::Auto, Some(why)) => Ok(ModeChoice {
-            mode: Mode::Off,
-            reason: ModeReason::Unavailable(why),
-        }),
+        (ModeRequest::Off, _) => Ok(ModeChoice { mode: Mode::Off, reason: ModeReason::Requested }),
+        (ModeRequest::Auto, Some(why)) => Ok(ModeChoice { mode: Mode::Off, reason: ModeReason::Unavailable(why) }),
         (_, Some(why)) => Err(error(ModeReason::Unavailable(why))),
         (ModeRequest::Mediated, None) if version < 4 => Err(error(ModeReason::HostV2OrV3(version))),
-        (ModeRequest::Mediated, None) if !status_set_works => {
-            Err(error(ModeReason::StatusSetIneffective(version)))
+        (ModeRequest::Mediated, None) if !status_set_works => Err(error(ModeReason::StatusSetIneffective(version))),
+        (ModeRequest::Mediated, None) => Ok(ModeChoice { mode: Mode::Mediated, reason: ModeReason::Requested }),
+        (ModeRequest::Fallback, None) => Ok(ModeChoice { mode: Mode::Fallback, reason: ModeReason::Requested }),
+        (ModeRequest::Auto, None) if version >= 4 && status_set_works => {
+            Ok(ModeChoice { mode: Mode::Mediated, reason: ModeReason::HostV4 })
         }
-        (ModeRequest::Mediated, None) => Ok(ModeChoice {
-            mode: Mode::Mediated,
-            reason: ModeReason::Requested,
-        }),
-        (ModeRequest::Fallback, None) => Ok(ModeChoice {
-            mode: Mode::Fallback,
-            reason: ModeReason::Requested,
-        }),
-        (ModeRequest::Auto, None) if version >= 4 && status_set_works => Ok(ModeChoice {
-            mode: Mode::Mediated,
-            reason: ModeReason::HostV4,
-        }),
-        (ModeRequest::Auto, None) if version >= 4 => Ok(ModeChoice {
-            mode: Mode::Fallback,
-            reason: ModeReason::StatusSetIneffective(version),
-        }),
-        (ModeRequest::Auto, None) => Ok(ModeChoice {
-            mode: Mode::Fallback,
-            reason: ModeReason::HostV2OrV3(version),
-        }),
+        (ModeRequest::Auto, None) if version >= 4 => {
+            Ok(ModeChoice { mode: Mode::Fallback, reason: ModeReason::StatusSetIneffective(version) })
+        }
+        (ModeRequest::Auto, None) => Ok(ModeChoice { mode: Mode::Fallback, reason: ModeReason::HostV2OrV3(version) }),
     }
 }
 
@@ -212,30 +186,12 @@ mod tests {
         let c = choose(&host(0x0730_0404), None, true, ALL, ModeRequest::Auto).unwrap();
         assert_eq!(c.mode, Mode::Mediated);
         let c = choose(&host(0x0730_0403), None, false, ALL, ModeRequest::Auto).unwrap();
-        assert_eq!(
-            (c.mode, c.reason),
-            (Mode::Fallback, ModeReason::HostV2OrV3(3))
-        );
-        let c = choose(
-            &host(0x0730_0404),
-            Some(0x38f),
-            true,
-            ALL,
-            ModeRequest::Auto,
-        )
-        .unwrap();
+        assert_eq!((c.mode, c.reason), (Mode::Fallback, ModeReason::HostV2OrV3(3)));
+        let c = choose(&host(0x0730_0404), Some(0x38f), true, ALL, ModeRequest::Auto).unwrap();
         assert_eq!(c.mode, Mode::Off);
         assert!(c.reason.to_string().contains("MSR 0x38f raises #GP"));
-        let none = VmxPmuControls {
-            load_global_ctrl_on_exit: false,
-            ..ALL
-        };
-        assert_eq!(
-            choose(&host(0x0730_0404), None, true, none, ModeRequest::Auto)
-                .unwrap()
-                .mode,
-            Mode::Off
-        );
+        let none = VmxPmuControls { load_global_ctrl_on_exit: false, ..ALL };
+        assert_eq!(choose(&host(0x0730_0404), None, true, none, ModeRequest::Auto).unwrap().mode, Mode::Off);
     }
 
     #[test]
@@ -245,26 +201,11 @@ mod tests {
             e.to_string(),
             "vpmu=mediated needs host PMU version 4 (IA32_PERF_GLOBAL_STATUS_SET); this host has version 3"
         );
-        let e = choose(
-            &host(0x0730_0404),
-            Some(0x38f),
-            true,
-            ALL,
-            ModeRequest::Fallback,
-        )
-        .unwrap_err();
+        let e = choose(&host(0x0730_0404), Some(0x38f), true, ALL, ModeRequest::Fallback).unwrap_err();
         assert!(e.to_string().contains("raises #GP"));
-        assert_eq!(
-            choose(&host(0x0730_0404), None, true, ALL, ModeRequest::Off)
-                .unwrap()
-                .mode,
-            Mode::Off
-        );
+        assert_eq!(choose(&host(0x0730_0404), None, true, ALL, ModeRequest::Off).unwrap().mode, Mode::Off);
         let c = choose(&host(0x0730_0404), None, false, ALL, ModeRequest::Auto).unwrap();
-        assert_eq!(
-            (c.mode, c.reason),
-            (Mode::Fallback, ModeReason::StatusSetIneffective(4))
-        );
+        assert_eq!((c.mode, c.reason), (Mode::Fallback, ModeReason::StatusSetIneffective(4)));
         assert!(choose(&host(0x0730_0404), None, false, ALL, ModeRequest::Mediated).is_err());
     }
 }

@@ -62,13 +62,7 @@ impl ModelPmu {
         if layout.version >= 2 {
             regs.global_ctrl = layout.gp_mask();
         }
-        Self {
-            layout,
-            regs,
-            pmis: 0,
-            counts: InstructionCounts::default(),
-            control_writes_while_enabled: 0,
-        }
+        Self { layout, regs, pmis: 0, counts: InstructionCounts::default(), control_writes_while_enabled: 0 }
     }
 
     fn exists(&self, reg: PmuReg) -> bool {
@@ -78,9 +72,7 @@ impl ModelPmu {
             PmuReg::Pmc(i) | PmuReg::EventSelect(i) => l.version >= 1 && gp(i),
             PmuReg::FullWidthPmc(i) => l.version >= 1 && gp(i) && l.fw_write(),
             PmuReg::Fixed(i) => l.version >= 2 && l.fixed.contains(u32::from(i)),
-            PmuReg::FixedCtrl | PmuReg::GlobalCtrl | PmuReg::GlobalStatus | PmuReg::StatusReset => {
-                l.version >= 2
-            }
+            PmuReg::FixedCtrl | PmuReg::GlobalCtrl | PmuReg::GlobalStatus | PmuReg::StatusReset => l.version >= 2,
             PmuReg::StatusSet | PmuReg::Inuse => l.version >= 4,
             PmuReg::PerfCapabilities => l.pdcm,
             PmuReg::DebugCtl => true,
@@ -91,11 +83,7 @@ impl ModelPmu {
     /// Status bits beyond the counters that exist on this version.
     fn status_extra_bits(&self) -> u64 {
         if self.layout.version >= 4 {
-            status::TRACE_TOPA_PMI
-                | status::LBR_FRZ
-                | status::CTR_FRZ
-                | status::OVF_UNCORE
-                | status::OVF_BUFFER
+            status::TRACE_TOPA_PMI | status::LBR_FRZ | status::CTR_FRZ | status::OVF_UNCORE | status::OVF_BUFFER
         } else {
             status::OVF_BUFFER
         }
@@ -163,31 +151,21 @@ impl ModelPmu {
         match reg {
             // Legacy PMC writes: only bits 31:0 are written; bits above are
             // the sign extension of bit 31 (SDM vol. 3B §20.2.6).
-            PmuReg::Pmc(i) => {
-                r.pmc[usize::from(i)] = (value as u32 as i32 as i64 as u64) & l.gp_value_mask()
-            }
+            PmuReg::Pmc(i) => r.pmc[usize::from(i)] = (value as u32 as i32 as i64 as u64) & l.gp_value_mask(),
             // Full-width writes: bits beyond the counter width #GP.
             PmuReg::FullWidthPmc(i) => {
                 check(l.gp_value_mask())?;
                 r.pmc[usize::from(i)] = value;
             }
             PmuReg::EventSelect(i) => {
-                let any = if l.anythread_allowed() {
-                    evtsel::ANY_THREAD
-                } else {
-                    0
-                };
+                let any = if l.anythread_allowed() { evtsel::ANY_THREAD } else { 0 };
                 check(0xffff_ffff & !evtsel::ANY_THREAD | any)?;
                 r.evtsel[usize::from(i)] = value;
             }
             // As KVM's intel_pmu_set_msr: the value is truncated to the width.
             PmuReg::Fixed(i) => r.fixed[usize::from(i)] = value & l.fixed_value_mask(),
             PmuReg::FixedCtrl => {
-                let any = if l.anythread_allowed() {
-                    fixed_ctrl::ANY_THREAD
-                } else {
-                    0
-                };
+                let any = if l.anythread_allowed() { fixed_ctrl::ANY_THREAD } else { 0 };
                 let per = fixed_ctrl::OS | fixed_ctrl::USR | fixed_ctrl::PMI | any;
                 check(l.fixed.iter().fold(0, |acc, i| acc | per << (4 * i)))?;
                 r.fixed_ctrl = value;
@@ -256,8 +234,7 @@ impl ModelPmu {
                     Ring::Kernel => field & fixed_ctrl::OS != 0,
                 };
                 if self.enabled(32 + f as u32) && ring_ok {
-                    let (value, wrapped) =
-                        add_wrapping(self.regs.fixed[f], count, l.fixed_value_mask());
+                    let (value, wrapped) = add_wrapping(self.regs.fixed[f], count, l.fixed_value_mask());
                     self.regs.fixed[f] = value;
                     if wrapped {
                         self.overflow(32 + f as u32, field & fixed_ctrl::PMI != 0);
@@ -342,10 +319,7 @@ impl PmuHardware for ModelPmu {
 
     fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
         self.counts.wrmsr += 1;
-        if matches!(
-            PmuReg::decode(msr),
-            Some(PmuReg::EventSelect(_) | PmuReg::FixedCtrl)
-        ) && self.regs.global_ctrl != 0
+        if matches!(PmuReg::decode(msr), Some(PmuReg::EventSelect(_) | PmuReg::FixedCtrl)) && self.regs.global_ctrl != 0
         {
             self.control_writes_while_enabled += 1;
         }

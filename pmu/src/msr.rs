@@ -50,11 +50,7 @@ pub enum PmuReg {
 
 impl PmuReg {
     pub fn decode(msr: u32) -> Option<Self> {
-        let index = |base: u32, n: usize| {
-            (base..base + n as u32)
-                .contains(&msr)
-                .then(|| (msr - base) as u8)
-        };
+        let index = |base: u32, n: usize| (base..base + n as u32).contains(&msr).then(|| (msr - base) as u8);
         if let Some(i) = index(IA32_PMC0, MAX_GP) {
             return Some(Self::Pmc(i));
         }
@@ -102,25 +98,17 @@ impl PmuReg {
 
 /// Every PMU MSR address perfvisor knows, for policy tables and fuzzing.
 pub fn all_pmu_msrs() -> impl Iterator<Item = u32> {
-    let ranges = [
-        (IA32_PMC0, MAX_GP),
-        (IA32_A_PMC0, MAX_GP),
-        (IA32_PERFEVTSEL0, MAX_GP),
-        (IA32_FIXED_CTR0, MAX_FIXED),
-    ];
-    ranges
-        .into_iter()
-        .flat_map(|(base, n)| base..base + n as u32)
-        .chain([
-            IA32_FIXED_CTR_CTRL,
-            IA32_PERF_GLOBAL_STATUS,
-            IA32_PERF_GLOBAL_CTRL,
-            IA32_PERF_GLOBAL_STATUS_RESET,
-            IA32_PERF_GLOBAL_STATUS_SET,
-            IA32_PERF_GLOBAL_INUSE,
-            IA32_PERF_CAPABILITIES,
-            IA32_PERF_METRICS,
-        ])
+    let ranges = [(IA32_PMC0, MAX_GP), (IA32_A_PMC0, MAX_GP), (IA32_PERFEVTSEL0, MAX_GP), (IA32_FIXED_CTR0, MAX_FIXED)];
+    ranges.into_iter().flat_map(|(base, n)| base..base + n as u32).chain([
+        IA32_FIXED_CTR_CTRL,
+        IA32_PERF_GLOBAL_STATUS,
+        IA32_PERF_GLOBAL_CTRL,
+        IA32_PERF_GLOBAL_STATUS_RESET,
+        IA32_PERF_GLOBAL_STATUS_SET,
+        IA32_PERF_GLOBAL_INUSE,
+        IA32_PERF_CAPABILITIES,
+        IA32_PERF_METRICS,
+    ])
 }
 
 #[cfg(test)]

@@ -25,10 +25,7 @@ use crate::FixedCounterSet;
 use proptest::prelude::*;
 
 fn cases() -> u32 {
-    std::env::var("PMU_PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000)
+    std::env::var("PMU_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000)
 }
 
 #[derive(Clone, Debug)]
@@ -64,30 +61,24 @@ enum Op {
 /// Values that exercise the interesting cases: selectors counting the
 /// architectural events, counters about to wrap, status bits, garbage.
 fn value() -> impl Strategy<Value = u64> {
-    let counting_selector =
-        (0usize..8, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(e, usr, os, int)| {
-            let (ev, umask) = ArchEvent::ALL[e].encoding();
-            u64::from(ev)
-                | u64::from(umask) << 8
-                | evtsel::EN
-                | if usr { evtsel::USR } else { 0 }
-                | if os { evtsel::OS } else { 0 }
-                | if int { evtsel::INT } else { 0 }
-        });
+    let counting_selector = (0usize..8, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(e, usr, os, int)| {
+        let (ev, umask) = ArchEvent::ALL[e].encoding();
+        u64::from(ev)
+            | u64::from(umask) << 8
+            | evtsel::EN
+            | if usr { evtsel::USR } else { 0 }
+            | if os { evtsel::OS } else { 0 }
+            | if int { evtsel::INT } else { 0 }
+    });
     prop_oneof![
         Just(0u64),
         0u64..16,
         counting_selector,
         (0u64..8).prop_map(|d| (1u64 << 48) - 1 - d),
         (0u64..8).prop_map(|d| 0xffff_ffffu64 - d),
-        any::<u16>().prop_map(u64::from), // FIXED_CTR_CTRL-like
+        any::<u16>().prop_map(u64::from),               // FIXED_CTR_CTRL-like
         (0u32..16).prop_map(|b| 0xfu64 << 32 | 1 << b), // GLOBAL_CTRL-like
-        prop_oneof![
-            Just(status::CTR_FRZ),
-            Just(status::LBR_FRZ),
-            Just(status::COND_CHGD),
-            Just(1u64 << 62)
-        ],
+        prop_oneof![Just(status::CTR_FRZ), Just(status::LBR_FRZ), Just(status::COND_CHGD), Just(1u64 << 62)],
         any::<u64>(),
     ]
 }
@@ -99,10 +90,7 @@ fn pmu_msr() -> impl Strategy<Value = u32> {
 
 /// MSRs next to the PMU's (IA32_DEBUGCTL is left out: the VMCS switches it).
 fn neighbours() -> Vec<u32> {
-    vec![
-        0xc0, 0xc9, 0x185, 0x18e, 0x1a0, 0x308, 0x319, 0x328, 0x32a, 0x344, 0x346, 0x38c, 0x393,
-        0x4c0, 0x4c9, 0x10,
-    ]
+    vec![0xc0, 0xc9, 0x185, 0x18e, 0x1a0, 0x308, 0x319, 0x328, 0x32a, 0x344, 0x346, 0x38c, 0x393, 0x4c0, 0x4c9, 0x10]
 }
 
 fn event() -> impl Strategy<Value = ArchEvent> {
@@ -155,17 +143,9 @@ fn setup() -> impl Strategy<Value = Setup> {
             if narrow {
                 guest.gp_counters = gp - 1;
                 // Below v5 the guest's fixed set must stay contiguous.
-                guest.fixed = FixedCounterSet(if version >= 5 {
-                    fixed & !0x2
-                } else {
-                    fixed >> 1
-                });
+                guest.fixed = FixedCounterSet(if version >= 5 { fixed & !0x2 } else { fixed >> 1 });
             }
-            let mode = if version >= 4 && !fallback {
-                Mode::Mediated
-            } else {
-                Mode::Fallback
-            };
+            let mode = if version >= 4 && !fallback { Mode::Mediated } else { Mode::Fallback };
             Setup { host, guest, mode }
         })
 }
@@ -188,10 +168,7 @@ impl World {
         hw.vmcs_swap_global_ctrl(0);
         let mut w = Self {
             hw,
-            ctx: [
-                VirtualPmu::new(s.guest, s.host, mode),
-                VirtualPmu::new(s.host, s.host, mode),
-            ],
+            ctx: [VirtualPmu::new(s.guest, s.host, mode), VirtualPmu::new(s.host, s.host, mode)],
             reference: [ModelPmu::new(s.guest), ModelPmu::new(s.host)],
             pmis: [0; 2],
             current: 0,
@@ -202,8 +179,7 @@ impl World {
     }
 
     fn vm_entry(&mut self) {
-        self.hw
-            .vmcs_swap_global_ctrl(self.ctx[self.current].global_ctrl);
+        self.hw.vmcs_swap_global_ctrl(self.ctx[self.current].global_ctrl);
     }
 
     fn vm_exit(&mut self) {
@@ -242,11 +218,7 @@ impl World {
 
     fn rdpmc(&mut self, ecx: u32) -> Result<(), TestCaseError> {
         let c = self.current;
-        let access = if self.ctx[c].rdpmc_exiting() {
-            Access::Intercept
-        } else {
-            Access::PassThrough
-        };
+        let access = if self.ctx[c].rdpmc_exiting() { Access::Intercept } else { Access::PassThrough };
         let got = self.guest_msr(access, |hw| hw.rdpmc(ecx), |v, hw| v.rdpmc(hw, ecx));
         let want = self.reference[c].rdpmc(ecx);
         prop_assert_eq!(got, want, "context {} RDPMC {:#x}", c, ecx);
@@ -258,21 +230,9 @@ impl World {
         match *op {
             Op::Write { msr, value } => {
                 let access = self.ctx[c].policy(msr).write;
-                let got = self.guest_msr(
-                    access,
-                    |hw| hw.wrmsr(msr, value),
-                    |v, hw| v.write(hw, msr, value),
-                );
+                let got = self.guest_msr(access, |hw| hw.wrmsr(msr, value), |v, hw| v.write(hw, msr, value));
                 let want = self.reference[c].wrmsr(msr, value);
-                prop_assert_eq!(
-                    got,
-                    want,
-                    "context {} WRMSR {:#x} <- {:#x} ({:?})",
-                    c,
-                    msr,
-                    value,
-                    access
-                );
+                prop_assert_eq!(got, want, "context {} WRMSR {:#x} <- {:#x} ({:?})", c, msr, value, access);
             }
             Op::Read { msr } => self.read(msr)?,
             Op::Rdpmc { ecx } => self.rdpmc(ecx)?,
@@ -284,12 +244,7 @@ impl World {
             }
             Op::Emulated { ring } => {
                 self.vm_exit();
-                let owed = self.ctx[c].account_retired(
-                    &mut self.hw,
-                    ArchEvent::InstructionsRetired,
-                    1,
-                    ring,
-                );
+                let owed = self.ctx[c].account_retired(&mut self.hw, ArchEvent::InstructionsRetired, 1, ring);
                 self.pmis[c] += u64::from(owed.expect("accounting touches only existing MSRs"));
                 self.vm_entry();
                 self.reference[c].tick(ArchEvent::InstructionsRetired, 1, ring);
@@ -322,12 +277,7 @@ impl World {
             }
         }
         for k in 0..2 {
-            prop_assert_eq!(
-                self.pmis[k],
-                self.reference[k].pmis,
-                "PMIs of context {}",
-                k
-            );
+            prop_assert_eq!(self.pmis[k], self.reference[k].pmis, "PMIs of context {}", k);
         }
         Ok(())
     }

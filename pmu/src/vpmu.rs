@@ -74,18 +74,10 @@ pub struct EventFilter {
 
 impl EventFilter {
     /// Everything allowed.
-    pub const NONE: Self = Self {
-        events: [(0, 0); 8],
-        len: 0,
-        allow_list: false,
-        fixed_allowed: u32::MAX,
-    };
+    pub const NONE: Self = Self { events: [(0, 0); 8], len: 0, allow_list: false, fixed_allowed: u32::MAX };
 
     fn allows(&self, selector: u64) -> bool {
-        let key = (
-            (selector & evtsel::EVENT) as u8,
-            ((selector & evtsel::UMASK) >> 8) as u8,
-        );
+        let key = ((selector & evtsel::EVENT) as u8, ((selector & evtsel::UMASK) >> 8) as u8);
         self.events[..self.len].contains(&key) == self.allow_list
     }
 
@@ -112,7 +104,10 @@ pub struct VirtualPmu {
     guest: PmuLayout,
     host: PmuLayout,
     mode: Mode,
-    pub filter: EventFilter,
+    filter: EventFilter,
+    /// Bit e set: some enabled selector or fixed counter may count
+    /// `ArchEvent::ALL[e]` (kept current so the exit path tests one bit).
+    may_count: u8,
     /// Selectors and FIXED_CTR_CTRL as the guest wrote them.
     evtsel: [u64; MAX_GP],
     fixed_ctrl: u64,
@@ -160,27 +155,16 @@ const NOT_LOADED: &str = "the vPMU context must be loaded for this";
 impl VirtualPmu {
     /// A guest PMU after reset (GLOBAL_CTRL = the GP enable bits).
     pub fn new(guest: PmuLayout, host: PmuLayout, mode: Mode) -> Self {
-        let guest = if mode == Mode::Off {
-            PmuLayout {
-                version: 0,
-                gp_counters: 0,
-                ..guest
-            }
-        } else {
-            guest
-        };
+        let guest = if mode == Mode::Off { PmuLayout { version: 0, gp_counters: 0, ..guest } } else { guest };
         Self {
             guest,
             host,
             mode,
             filter: EventFilter::NONE,
+            may_count: 0,
             evtsel: [0; MAX_GP],
             fixed_ctrl: 0,
-            global_ctrl: if guest.version >= 2 {
-                guest.gp_mask()
-            } else {
-                0
-            },
+            global_ctrl: if guest.version >= 2 { guest.gp_mask() } else { 0 },
             pmc: [0; MAX_GP],
             fixed: [0; MAX_FIXED],
             perf_metrics: 0,
@@ -221,9 +205,7 @@ impl VirtualPmu {
             PmuReg::Pmc(i) | PmuReg::EventSelect(i) => v >= 2 && i < g.gp_counters,
             PmuReg::FullWidthPmc(i) => v >= 2 && i < g.gp_counters && g.fw_write(),
             PmuReg::Fixed(i) => v >= 2 && g.fixed.contains(u32::from(i)),
-            PmuReg::FixedCtrl | PmuReg::GlobalCtrl | PmuReg::GlobalStatus | PmuReg::StatusReset => {
-                v >= 2
-            }
+            PmuReg::FixedCtrl | PmuReg::GlobalCtrl | PmuReg::GlobalStatus | PmuReg::StatusReset => v >= 2,
             PmuReg::StatusSet | PmuReg::Inuse => v >= 4,
             PmuReg::PerfCapabilities => v >= 2 && g.pdcm,
             PmuReg::PerfMetrics => v >= 2 && g.perf_metrics(),
@@ -235,23 +217,13 @@ impl VirtualPmu {
     /// Status bits other than the counters' that the guest's version defines.
     fn status_flag_bits(&self) -> u64 {
         match self.guest.version {
-            4.. => {
-                status::TRACE_TOPA_PMI
-                    | status::LBR_FRZ
-                    | status::CTR_FRZ
-                    | status::OVF_UNCORE
-                    | status::OVF_BUFFER
-            }
+            4.. => status::TRACE_TOPA_PMI | status::LBR_FRZ | status::CTR_FRZ | status::OVF_UNCORE | status::OVF_BUFFER,
             _ => status::OVF_BUFFER,
         }
     }
 
     fn evtsel_writable(&self) -> u64 {
-        let anythread = if self.guest.anythread_allowed() {
-            evtsel::ANY_THREAD
-        } else {
-            0
-        };
+        let anythread = if self.guest.anythread_allowed() { evtsel::ANY_THREAD } else { 0 };
         (0xffff_ffff & !evtsel::ANY_THREAD) | anythread
     }
 
@@ -259,16 +231,8 @@ impl VirtualPmu {
         let field = fixed_ctrl::OS
             | fixed_ctrl::USR
             | fixed_ctrl::PMI
-            | if self.guest.anythread_allowed() {
-                fixed_ctrl::ANY_THREAD
-            } else {
-                0
-            };
-        self.guest
-            .fixed
-            .iter()
-            .map(|i| field << (4 * i))
-            .fold(0, |a, b| a | b)
+            | if self.guest.anythread_allowed() { fixed_ctrl::ANY_THREAD } else { 0 };
+        self.guest.fixed.iter().map(|i| field << (4 * i)).fold(0, |a, b| a | b)
     }
 
     // ----- the MSR policy -----
@@ -278,18 +242,9 @@ impl VirtualPmu {
     /// every intercepted access and every `load`.
     pub fn policy(&self, msr: u32) -> MsrPolicy {
         use Access::{Intercept, PassThrough};
-        let rule = |read, write, reason| MsrPolicy {
-            msr,
-            read,
-            write,
-            reason,
-        };
+        let rule = |read, write, reason| MsrPolicy { msr, read, write, reason };
         let Some(reg) = PmuReg::decode(msr).filter(|&r| self.guest_has(r)) else {
-            return rule(
-                Intercept,
-                Intercept,
-                "absent for this guest: every access #GPs",
-            );
+            return rule(Intercept, Intercept, "absent for this guest: every access #GPs");
         };
         let counter_bit = match reg {
             PmuReg::Pmc(i) | PmuReg::FullWidthPmc(i) => Some(u64::from(i)),
@@ -298,70 +253,38 @@ impl VirtualPmu {
         };
         let equal = self.same_counters_as_host();
         match reg {
-            _ if counter_bit
-                .is_some_and(|b| self.loaded && self.loaded_counters & (1 << b) != 0) =>
-            {
-                rule(
-                    PassThrough,
-                    PassThrough,
-                    "a loaded counter: the hardware holds the guest's value",
-                )
+            _ if counter_bit.is_some_and(|b| self.loaded && self.loaded_counters & (1 << b) != 0) => {
+                rule(PassThrough, PassThrough, "a loaded counter: the hardware holds the guest's value")
             }
             _ if counter_bit.is_some() => rule(
                 PassThrough,
                 Intercept,
                 "an unloaded counter reads 0 in hardware, its value; the first write loads it",
             ),
-            PmuReg::EventSelect(_) | PmuReg::FixedCtrl => rule(
-                Intercept,
-                Intercept,
-                "the event filter: hardware holds a filtered value, the guest reads its own",
-            ),
-            PmuReg::GlobalCtrl if equal => rule(
-                PassThrough,
-                PassThrough,
-                "the VMCS saves and loads it; the guest has the host's counters",
-            ),
-            PmuReg::GlobalCtrl => rule(
-                Intercept,
-                Intercept,
-                "bits of host counters the guest lacks must #GP",
-            ),
-            PmuReg::GlobalStatus | PmuReg::StatusReset if self.mode == Mode::Fallback => rule(
-                Intercept,
-                Intercept,
-                "no STATUS_SET before v4: GLOBAL_STATUS is partly kept in software",
-            ),
-            PmuReg::GlobalStatus | PmuReg::StatusReset if equal => rule(
-                PassThrough,
-                PassThrough,
-                "restored at load with STATUS_SET; same counters as the host",
-            ),
-            PmuReg::GlobalStatus | PmuReg::StatusReset => rule(
-                Intercept,
-                Intercept,
-                "bits of host counters the guest lacks must be hidden / #GP",
-            ),
-            PmuReg::StatusSet => rule(
-                Intercept,
-                Intercept,
-                "lets perfvisor know GLOBAL_STATUS may be non-zero (put reads it only then)",
-            ),
-            PmuReg::Inuse => rule(
-                Intercept,
-                Intercept,
-                "derived from the guest's selectors, not the filtered hardware ones",
-            ),
-            PmuReg::PerfCapabilities => rule(
-                Intercept,
-                Intercept,
-                "the guest sees a narrowed value; writes #GP",
-            ),
-            PmuReg::PerfMetrics => rule(
-                PassThrough,
-                PassThrough,
-                "paired with fixed counter 3, switched with it",
-            ),
+            PmuReg::EventSelect(_) | PmuReg::FixedCtrl => {
+                rule(Intercept, Intercept, "the event filter: hardware holds a filtered value, the guest reads its own")
+            }
+            PmuReg::GlobalCtrl if equal => {
+                rule(PassThrough, PassThrough, "the VMCS saves and loads it; the guest has the host's counters")
+            }
+            PmuReg::GlobalCtrl => rule(Intercept, Intercept, "bits of host counters the guest lacks must #GP"),
+            PmuReg::GlobalStatus | PmuReg::StatusReset if self.mode == Mode::Fallback => {
+                rule(Intercept, Intercept, "no STATUS_SET before v4: GLOBAL_STATUS is partly kept in software")
+            }
+            PmuReg::GlobalStatus | PmuReg::StatusReset if equal => {
+                rule(PassThrough, PassThrough, "restored at load with STATUS_SET; same counters as the host")
+            }
+            PmuReg::GlobalStatus | PmuReg::StatusReset => {
+                rule(Intercept, Intercept, "bits of host counters the guest lacks must be hidden / #GP")
+            }
+            PmuReg::StatusSet => {
+                rule(Intercept, Intercept, "lets perfvisor know GLOBAL_STATUS may be non-zero (put reads it only then)")
+            }
+            PmuReg::Inuse => {
+                rule(Intercept, Intercept, "derived from the guest's selectors, not the filtered hardware ones")
+            }
+            PmuReg::PerfCapabilities => rule(Intercept, Intercept, "the guest sees a narrowed value; writes #GP"),
+            PmuReg::PerfMetrics => rule(PassThrough, PassThrough, "paired with fixed counter 3, switched with it"),
             _ => rule(Intercept, Intercept, "not a vPMU register"),
         }
     }
@@ -390,23 +313,37 @@ impl VirtualPmu {
     }
 
     /// Whether some guest counter could count `event` (enabled selector or
-    /// fixed-counter field for it): the cheap test before accounting.
+    /// fixed-counter field for it): the one-bit test before accounting.
     pub fn may_count(&self, event: ArchEvent) -> bool {
+        self.may_count & (1 << event as u8) != 0
+    }
+
+    /// Recomputes [`Self::may_count`]'s bits after the selectors, the fixed
+    /// counters' controls or the filter changed.
+    fn refresh_may_count(&mut self) {
+        self.may_count = 0;
         if self.mode == Mode::Off {
-            return false;
+            return;
         }
-        let (ev, umask) = event.encoding();
-        let gp = self.evtsel[..usize::from(self.guest.gp_counters)]
-            .iter()
-            .any(|&s| {
-                s & evtsel::EN != 0
-                    && (s & evtsel::EVENT) as u8 == ev
-                    && ((s & evtsel::UMASK) >> 8) as u8 == umask
+        for (bit, event) in ArchEvent::ALL.into_iter().enumerate() {
+            let (ev, umask) = event.encoding();
+            let gp = self.evtsel[..usize::from(self.guest.gp_counters)].iter().any(|&s| {
+                s & evtsel::EN != 0 && (s & evtsel::EVENT) as u8 == ev && ((s & evtsel::UMASK) >> 8) as u8 == umask
             });
-        let fixed = event.fixed_counter().is_some_and(|f| {
-            (self.fixed_ctrl >> (4 * f)) & (fixed_ctrl::OS | fixed_ctrl::USR) != 0
-        });
-        gp || fixed
+            let fixed = event
+                .fixed_counter()
+                .is_some_and(|f| (self.fixed_ctrl >> (4 * f)) & (fixed_ctrl::OS | fixed_ctrl::USR) != 0);
+            if gp || fixed {
+                self.may_count |= 1 << bit;
+            }
+        }
+    }
+
+    /// Installs an event filter (applied to the hardware selectors at the
+    /// next load and on every selector write).
+    pub fn set_filter(&mut self, filter: EventFilter) {
+        self.filter = filter;
+        self.refresh_may_count();
     }
 
     // ----- helpers for the hardware side -----
@@ -436,12 +373,7 @@ impl VirtualPmu {
 
     /// Makes counter `bit` live in hardware now (during a load), writing
     /// its value.
-    fn load_counter(
-        &mut self,
-        hw: &mut impl PmuHardware,
-        bit: u32,
-        value: u64,
-    ) -> Result<(), GpFault> {
+    fn load_counter(&mut self, hw: &mut impl PmuHardware, bit: u32, value: u64) -> Result<(), GpFault> {
         self.loaded_counters |= 1 << bit;
         if value != 0 {
             hw.wrmsr(self.counter_msr(bit), value)?;
@@ -554,12 +486,9 @@ impl VirtualPmu {
 
     /// The guest's RDMSR of an intercepted PMU MSR.
     pub fn read(&mut self, hw: &mut impl PmuHardware, msr: u32) -> Result<u64, GpFault> {
-        let reg = PmuReg::decode(msr)
-            .filter(|&r| self.guest_has(r))
-            .ok_or(GpFault)?;
+        let reg = PmuReg::decode(msr).filter(|&r| self.guest_has(r)).ok_or(GpFault)?;
         debug_assert!(self.loaded, "{NOT_LOADED}");
-        let guest_status_bits =
-            self.guest.counter_bits() | self.status_flag_bits() | status::COND_CHGD;
+        let guest_status_bits = self.guest.counter_bits() | self.status_flag_bits() | status::COND_CHGD;
         Ok(match reg {
             PmuReg::Pmc(i) | PmuReg::FullWidthPmc(i) => self.counter_value(hw, u32::from(i))?,
             PmuReg::Fixed(i) => self.counter_value(hw, 32 + u32::from(i))?,
@@ -568,11 +497,7 @@ impl VirtualPmu {
             PmuReg::GlobalCtrl => self.global_ctrl,
             PmuReg::GlobalStatus => {
                 let hw_status = hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS)?;
-                let soft = if self.mode == Mode::Fallback {
-                    self.status
-                } else {
-                    0
-                };
+                let soft = if self.mode == Mode::Fallback { self.status } else { 0 };
                 (hw_status | soft) & guest_status_bits
             }
             PmuReg::StatusReset | PmuReg::StatusSet => 0,
@@ -590,11 +515,7 @@ impl VirtualPmu {
         if self.loaded_counters & (1 << bit) == 0 {
             return Ok(0);
         }
-        hw.rdpmc(if bit >= 32 {
-            RDPMC_FIXED | (bit - 32)
-        } else {
-            bit
-        })
+        hw.rdpmc(if bit >= 32 { RDPMC_FIXED | (bit - 32) } else { bit })
     }
 
     /// IA32_PERF_GLOBAL_INUSE as v4 defines it, from the guest's own values.
@@ -609,24 +530,13 @@ impl VirtualPmu {
             .filter(|i| (self.fixed_ctrl >> (4 * i)) & (fixed_ctrl::OS | fixed_ctrl::USR) != 0)
             .fold(0u64, |v, i| v | 1 << (32 + i));
         let pmi = self.evtsel.iter().any(|s| s & evtsel::INT != 0)
-            || self
-                .guest
-                .fixed
-                .iter()
-                .any(|i| (self.fixed_ctrl >> (4 * i)) & fixed_ctrl::PMI != 0);
+            || self.guest.fixed.iter().any(|i| (self.fixed_ctrl >> (4 * i)) & fixed_ctrl::PMI != 0);
         gp | fixed | if pmi { 1 << 63 } else { 0 }
     }
 
     /// The guest's WRMSR of an intercepted PMU MSR; `Err` = inject #GP.
-    pub fn write(
-        &mut self,
-        hw: &mut impl PmuHardware,
-        msr: u32,
-        value: u64,
-    ) -> Result<(), GpFault> {
-        let reg = PmuReg::decode(msr)
-            .filter(|&r| self.guest_has(r))
-            .ok_or(GpFault)?;
+    pub fn write(&mut self, hw: &mut impl PmuHardware, msr: u32, value: u64) -> Result<(), GpFault> {
+        let reg = PmuReg::decode(msr).filter(|&r| self.guest_has(r)).ok_or(GpFault)?;
         debug_assert!(self.loaded, "{NOT_LOADED}");
         let fits = |allowed: u64| {
             if value & !allowed == 0 {
@@ -645,9 +555,7 @@ impl VirtualPmu {
                 fits(self.guest.gp_value_mask())?;
                 self.write_counter(hw, u32::from(i), value)
             }
-            PmuReg::Fixed(i) => {
-                self.write_counter(hw, 32 + u32::from(i), value & self.guest.fixed_value_mask())
-            }
+            PmuReg::Fixed(i) => self.write_counter(hw, 32 + u32::from(i), value & self.guest.fixed_value_mask()),
             PmuReg::EventSelect(i) => {
                 fits(self.evtsel_writable())?;
                 let i = usize::from(i);
@@ -660,6 +568,7 @@ impl VirtualPmu {
                 if new_hw != old_hw {
                     hw.wrmsr(msr, new_hw)?;
                 }
+                self.refresh_may_count();
                 Ok(())
             }
             PmuReg::FixedCtrl => {
@@ -668,9 +577,7 @@ impl VirtualPmu {
                 self.fixed_ctrl = value;
                 for i in self.guest.fixed.iter() {
                     let bit = 32 + i;
-                    if (value >> (4 * i)) & fixed_ctrl::FIELD != 0
-                        && self.loaded_counters & (1 << bit) == 0
-                    {
+                    if (value >> (4 * i)) & fixed_ctrl::FIELD != 0 && self.loaded_counters & (1 << bit) == 0 {
                         self.load_counter(hw, bit, 0)?;
                     }
                 }
@@ -678,6 +585,7 @@ impl VirtualPmu {
                 if new_hw != old_hw {
                     hw.wrmsr(msr, new_hw)?;
                 }
+                self.refresh_may_count();
                 Ok(())
             }
             PmuReg::GlobalCtrl => {
@@ -705,18 +613,11 @@ impl VirtualPmu {
                 self.loaded_counters |= status::PERF_METRICS;
                 hw.wrmsr(msr, value)
             }
-            PmuReg::GlobalStatus | PmuReg::Inuse | PmuReg::PerfCapabilities | PmuReg::DebugCtl => {
-                Err(GpFault)
-            }
+            PmuReg::GlobalStatus | PmuReg::Inuse | PmuReg::PerfCapabilities | PmuReg::DebugCtl => Err(GpFault),
         }
     }
 
-    fn write_counter(
-        &mut self,
-        hw: &mut impl PmuHardware,
-        bit: u32,
-        value: u64,
-    ) -> Result<(), GpFault> {
+    fn write_counter(&mut self, hw: &mut impl PmuHardware, bit: u32, value: u64) -> Result<(), GpFault> {
         if self.loaded_counters & (1 << bit) == 0 {
             if value == 0 {
                 return Ok(()); // unloaded counters are 0 already
@@ -738,11 +639,7 @@ impl VirtualPmu {
         if index >= 32 || !self.guest_has(reg) {
             return Err(GpFault);
         }
-        let bit = if ecx & RDPMC_FIXED != 0 {
-            32 + index
-        } else {
-            index
-        };
+        let bit = if ecx & RDPMC_FIXED != 0 { 32 + index } else { index };
         let v = self.counter_value(hw, bit)?;
         Ok(if fast { v & 0xffff_ffff } else { v })
     }
@@ -798,27 +695,14 @@ impl VirtualPmu {
             return Ok(0);
         }
         // Streamlined freeze (v4): nothing counts while CTR_Frz is set.
-        if self.guest.version >= 4 && hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS)? & status::CTR_FRZ != 0
-        {
+        if self.guest.version >= 4 && hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS)? & status::CTR_FRZ != 0 {
             return Ok(0);
         }
         let mut overflowed = 0u64;
         for bit in (0..64).filter(|b| counting & (1u64 << b) != 0) {
-            let mask = if bit >= 32 {
-                self.guest.fixed_value_mask()
-            } else {
-                self.guest.gp_value_mask()
-            };
-            let index = if bit >= 32 {
-                RDPMC_FIXED | (bit - 32)
-            } else {
-                bit
-            };
-            let old = if self.loaded_counters & (1 << bit) != 0 {
-                hw.rdpmc(index)?
-            } else {
-                0
-            };
+            let mask = if bit >= 32 { self.guest.fixed_value_mask() } else { self.guest.gp_value_mask() };
+            let index = if bit >= 32 { RDPMC_FIXED | (bit - 32) } else { bit };
+            let old = if self.loaded_counters & (1 << bit) != 0 { hw.rdpmc(index)? } else { 0 };
             let sum = u128::from(old) + u128::from(count);
             if sum > u128::from(mask) {
                 overflowed |= 1 << bit;

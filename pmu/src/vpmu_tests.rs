@@ -30,21 +30,12 @@ fn mediated_policy_with_the_hosts_counters() {
     let mut hw = parked(v5());
     let mut v = VirtualPmu::new(v5(), v5(), Mode::Mediated);
     v.load(&mut hw).unwrap();
-    assert_eq!(
-        access(&v, IA32_PMC0),
-        LAZY,
-        "unused counter: first write loads it"
-    );
+    assert_eq!(access(&v, IA32_PMC0), LAZY, "unused counter: first write loads it");
     assert_eq!(access(&v, IA32_FIXED_CTR0 + 3), LAZY);
-    v.write(&mut hw, IA32_PERFEVTSEL0, 0xc0 | evtsel::EN | evtsel::USR)
-        .unwrap();
+    v.write(&mut hw, IA32_PERFEVTSEL0, 0xc0 | evtsel::EN | evtsel::USR).unwrap();
     assert_eq!(access(&v, IA32_PMC0), PASS, "loaded counter passes through");
     assert_eq!(access(&v, IA32_A_PMC0), PASS);
-    for msr in [
-        IA32_PERF_GLOBAL_CTRL,
-        IA32_PERF_GLOBAL_STATUS,
-        IA32_PERF_GLOBAL_STATUS_RESET,
-    ] {
+    for msr in [IA32_PERF_GLOBAL_CTRL, IA32_PERF_GLOBAL_STATUS, IA32_PERF_GLOBAL_STATUS_RESET] {
         assert_eq!(access(&v, msr), PASS, "{msr:#x}");
     }
     for msr in [
@@ -63,30 +54,12 @@ fn mediated_policy_with_the_hosts_counters() {
 
 #[test]
 fn a_narrowed_guest_never_gets_a_host_counter() {
-    let guest = crate::PmuLayout {
-        gp_counters: 2,
-        fixed: FixedCounterSet(0x3),
-        ..v5()
-    };
+    let guest = crate::PmuLayout { gp_counters: 2, fixed: FixedCounterSet(0x3), ..v5() };
     let v = VirtualPmu::new(guest, v5(), Mode::Mediated);
-    for msr in [
-        IA32_PMC0 + 2,
-        IA32_A_PMC0 + 7,
-        IA32_PERFEVTSEL0 + 2,
-        IA32_FIXED_CTR0 + 2,
-        IA32_FIXED_CTR0 + 3,
-    ] {
-        assert_eq!(
-            access(&v, msr),
-            INTERCEPT,
-            "{msr:#x} is the host's, not the guest's"
-        );
+    for msr in [IA32_PMC0 + 2, IA32_A_PMC0 + 7, IA32_PERFEVTSEL0 + 2, IA32_FIXED_CTR0 + 2, IA32_FIXED_CTR0 + 3] {
+        assert_eq!(access(&v, msr), INTERCEPT, "{msr:#x} is the host's, not the guest's");
     }
-    assert_eq!(
-        access(&v, IA32_PERF_GLOBAL_CTRL),
-        INTERCEPT,
-        "reserved bits must #GP"
-    );
+    assert_eq!(access(&v, IA32_PERF_GLOBAL_CTRL), INTERCEPT, "reserved bits must #GP");
     assert_eq!(access(&v, IA32_PERF_GLOBAL_STATUS), INTERCEPT);
     assert!(v.rdpmc_exiting(), "RDPMC would read host counters");
 }
@@ -95,18 +68,10 @@ fn a_narrowed_guest_never_gets_a_host_counter() {
 fn fallback_and_off_policies() {
     let v3 = layout(3, 4, 0x7, true);
     let v = VirtualPmu::new(v3, v3, Mode::Fallback);
-    assert_eq!(
-        access(&v, IA32_PERF_GLOBAL_STATUS),
-        INTERCEPT,
-        "status emulated before v4"
-    );
+    assert_eq!(access(&v, IA32_PERF_GLOBAL_STATUS), INTERCEPT, "status emulated before v4");
     assert_eq!(access(&v, IA32_PERF_GLOBAL_STATUS_RESET), INTERCEPT);
     assert_eq!(access(&v, IA32_PERF_GLOBAL_CTRL), PASS);
-    assert_eq!(
-        access(&v, IA32_PERF_GLOBAL_STATUS_SET),
-        INTERCEPT,
-        "absent below v4"
-    );
+    assert_eq!(access(&v, IA32_PERF_GLOBAL_STATUS_SET), INTERCEPT, "absent below v4");
     let off = VirtualPmu::new(v5(), v5(), Mode::Off);
     assert!(off.policies().all(|p| (p.read, p.write) == INTERCEPT));
     let mut hw = parked(v5());
@@ -120,34 +85,18 @@ fn fallback_and_off_policies() {
 fn event_filter_applies_to_hardware_and_the_guest_reads_its_own_value() {
     let mut hw = parked(v4());
     let mut v = VirtualPmu::new(v4(), v4(), Mode::Mediated);
-    v.filter = EventFilter {
-        events: [(0xc0, 0x00); 8],
-        len: 1,
-        allow_list: false,
-        fixed_allowed: 0b110,
-    };
+    v.set_filter(EventFilter { events: [(0xc0, 0x00); 8], len: 1, allow_list: false, fixed_allowed: 0b110 });
     v.load(&mut hw).unwrap();
     let sel = 0xc0 | evtsel::EN | evtsel::USR;
     v.write(&mut hw, IA32_PERFEVTSEL0, sel).unwrap();
-    assert_eq!(
-        v.read(&mut hw, IA32_PERFEVTSEL0),
-        Ok(sel),
-        "guest reads what it wrote"
-    );
-    assert_eq!(
-        hw.rdmsr(IA32_PERFEVTSEL0),
-        Ok(sel & !evtsel::EN),
-        "hardware: EN cleared"
-    );
+    assert_eq!(v.read(&mut hw, IA32_PERFEVTSEL0), Ok(sel), "guest reads what it wrote");
+    assert_eq!(hw.rdmsr(IA32_PERFEVTSEL0), Ok(sel & !evtsel::EN), "hardware: EN cleared");
     v.write(&mut hw, IA32_FIXED_CTR_CTRL, 0x333).unwrap();
     assert_eq!(v.read(&mut hw, IA32_FIXED_CTR_CTRL), Ok(0x333));
     assert_eq!(hw.rdmsr(IA32_FIXED_CTR_CTRL), Ok(0x330), "FC0 denied");
     // A denied event does not count in software either.
     v.global_ctrl = 0xf;
-    assert_eq!(
-        v.account_retired(&mut hw, ArchEvent::InstructionsRetired, 1, Ring::User),
-        Ok(0)
-    );
+    assert_eq!(v.account_retired(&mut hw, ArchEvent::InstructionsRetired, 1, Ring::User), Ok(0));
     assert_eq!(hw.rdmsr(IA32_PMC0), Ok(0));
 }
 
@@ -156,52 +105,23 @@ fn emulated_instructions_are_counted_exactly_and_overflow_raises_a_pmi() {
     let mut hw = parked(v4());
     let mut v = VirtualPmu::new(v4(), v4(), Mode::Mediated);
     v.load(&mut hw).unwrap();
-    v.write(
-        &mut hw,
-        IA32_PERFEVTSEL0,
-        0xc0 | evtsel::EN | evtsel::USR | evtsel::INT,
-    )
-    .unwrap();
-    v.write(
-        &mut hw,
-        IA32_PERFEVTSEL0 + 1,
-        0xc4 | evtsel::EN | evtsel::USR,
-    )
-    .unwrap(); // branches
-    v.write(
-        &mut hw,
-        IA32_PERFEVTSEL0 + 2,
-        0xc0 | evtsel::EN | evtsel::OS,
-    )
-    .unwrap(); // kernel only
+    v.write(&mut hw, IA32_PERFEVTSEL0, 0xc0 | evtsel::EN | evtsel::USR | evtsel::INT).unwrap();
+    v.write(&mut hw, IA32_PERFEVTSEL0 + 1, 0xc4 | evtsel::EN | evtsel::USR).unwrap(); // branches
+    v.write(&mut hw, IA32_PERFEVTSEL0 + 2, 0xc0 | evtsel::EN | evtsel::OS).unwrap(); // kernel only
     v.write(&mut hw, IA32_FIXED_CTR_CTRL, 0x2).unwrap(); // FC0, user
     v.global_ctrl = 0x7_0000_000f;
     v.write(&mut hw, IA32_A_PMC0, (1 << 48) - 2).unwrap();
-    assert_eq!(
-        v.account_retired(&mut hw, ArchEvent::InstructionsRetired, 1, Ring::User),
-        Ok(0)
-    );
-    assert_eq!(
-        v.account_retired(&mut hw, ArchEvent::InstructionsRetired, 1, Ring::User),
-        Ok(1),
-        "wrapped with INT"
-    );
+    assert_eq!(v.account_retired(&mut hw, ArchEvent::InstructionsRetired, 1, Ring::User), Ok(0));
+    assert_eq!(v.account_retired(&mut hw, ArchEvent::InstructionsRetired, 1, Ring::User), Ok(1), "wrapped with INT");
     assert_eq!(hw.rdpmc(0), Ok(0));
     assert_eq!(hw.rdpmc(1), Ok(0), "branches did not retire");
     assert_eq!(hw.rdpmc(2), Ok(0), "ring 3 only");
     assert_eq!(hw.rdpmc(crate::hw::RDPMC_FIXED), Ok(2));
-    assert_eq!(
-        hw.rdmsr(IA32_PERF_GLOBAL_STATUS),
-        Ok(1),
-        "overflow bit through STATUS_SET"
-    );
+    assert_eq!(hw.rdmsr(IA32_PERF_GLOBAL_STATUS), Ok(1), "overflow bit through STATUS_SET");
     // Counters disabled in GLOBAL_CTRL cost nothing.
     v.global_ctrl = 0;
     let before = hw.counts;
-    assert_eq!(
-        v.account_retired(&mut hw, ArchEvent::InstructionsRetired, 1, Ring::User),
-        Ok(0)
-    );
+    assert_eq!(v.account_retired(&mut hw, ArchEvent::InstructionsRetired, 1, Ring::User), Ok(0));
     assert_eq!(hw.counts, before);
 }
 
@@ -224,16 +144,11 @@ fn status_is_restored_with_status_set_and_cleared_at_put() {
     let mut hw = parked(v4());
     let mut v = VirtualPmu::new(v4(), v4(), Mode::Mediated);
     v.load(&mut hw).unwrap();
-    v.write(&mut hw, IA32_PERF_GLOBAL_STATUS_SET, 0b10 | 1 << 59)
-        .unwrap();
+    v.write(&mut hw, IA32_PERF_GLOBAL_STATUS_SET, 0b10 | 1 << 59).unwrap();
     v.put(&mut hw).unwrap();
     assert_eq!(hw.rdmsr(IA32_PERF_GLOBAL_STATUS), Ok(0), "parked");
     v.load(&mut hw).unwrap();
-    assert_eq!(
-        hw.rdmsr(IA32_PERF_GLOBAL_STATUS),
-        Ok(0b10 | 1 << 59),
-        "restored"
-    );
+    assert_eq!(hw.rdmsr(IA32_PERF_GLOBAL_STATUS), Ok(0b10 | 1 << 59), "restored");
 }
 
 #[test]
@@ -250,24 +165,13 @@ fn the_msr_bitmap_equals_the_policy_table_for_every_host_model() {
         let mut v = VirtualPmu::new(host, host, mode);
         v.load(&mut hw).unwrap();
         if mode != Mode::Off {
-            v.write(&mut hw, IA32_PERFEVTSEL0, 0xc0 | evtsel::EN)
-                .unwrap(); // loads counter 0
+            v.write(&mut hw, IA32_PERFEVTSEL0, 0xc0 | evtsel::EN).unwrap(); // loads counter 0
         }
         let mut bitmap = MsrBitmap::intercept_all();
         v.install_msr_bitmap(&mut bitmap);
         for p in v.policies() {
-            assert_eq!(
-                bitmap.read_exits(p.msr),
-                p.read == Access::Intercept,
-                "{mode:?} read {:#x}",
-                p.msr
-            );
-            assert_eq!(
-                bitmap.write_exits(p.msr),
-                p.write == Access::Intercept,
-                "{mode:?} write {:#x}",
-                p.msr
-            );
+            assert_eq!(bitmap.read_exits(p.msr), p.read == Access::Intercept, "{mode:?} read {:#x}", p.msr);
+            assert_eq!(bitmap.write_exits(p.msr), p.write == Access::Intercept, "{mode:?} write {:#x}", p.msr);
         }
         // Neighbours of the PMU MSRs keep exiting.
         for msr in [0xc0, 0x185, 0x393, 0x4c0] {
@@ -283,9 +187,6 @@ fn may_count_is_the_cheap_precheck_of_accounting() {
     v.load(&mut hw).unwrap();
     assert!(!v.may_count(ArchEvent::InstructionsRetired));
     v.write(&mut hw, IA32_FIXED_CTR_CTRL, 0x1).unwrap();
-    assert!(
-        v.may_count(ArchEvent::InstructionsRetired),
-        "FC0 counts instructions"
-    );
+    assert!(v.may_count(ArchEvent::InstructionsRetired), "FC0 counts instructions");
     assert!(!v.may_count(ArchEvent::BranchInstructionsRetired));
 }

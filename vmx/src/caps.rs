@@ -1,8 +1,6 @@
 //! Decoding the VMX capability MSRs (SDM vol. 3D appendix A).
 
-use crate::controls::{
-    EntryControls, ExitControls, PinControls, PrimaryControls, SecondaryControls,
-};
+use crate::controls::{EntryControls, ExitControls, PinControls, PrimaryControls, SecondaryControls};
 use crate::msr;
 use core::fmt;
 
@@ -53,20 +51,13 @@ pub struct MissingControls {
 
 impl fmt::Display for MissingControls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the CPU cannot set required {} bits {:#010x}",
-            self.field, self.bits
-        )
+        write!(f, "the CPU cannot set required {} bits {:#010x}", self.field, self.bits)
     }
 }
 
 impl ControlCap {
     pub fn from_msr(value: u64) -> Self {
-        Self {
-            must_be_one: value as u32,
-            may_be_one: (value >> 32) as u32,
-        }
+        Self { must_be_one: value as u32, may_be_one: (value >> 32) as u32 }
     }
 
     pub fn allows(self, bits: u32) -> bool {
@@ -76,18 +67,10 @@ impl ControlCap {
     /// The value to program: `required` (all must be settable, else an
     /// error naming them), plus whatever of `optional` is settable, plus the
     /// bits the CPU forces to 1.
-    pub fn resolve(
-        self,
-        field: &'static str,
-        required: u32,
-        optional: u32,
-    ) -> Result<u32, MissingControls> {
+    pub fn resolve(self, field: &'static str, required: u32, optional: u32) -> Result<u32, MissingControls> {
         let missing = required & !self.may_be_one;
         if missing != 0 {
-            return Err(MissingControls {
-                field,
-                bits: missing,
-            });
+            return Err(MissingControls { field, bits: missing });
         }
         Ok(required | (optional & self.may_be_one) | self.must_be_one)
     }
@@ -154,11 +137,7 @@ impl VmxCaps {
             cr0_fixed1: read(msr::IA32_VMX_CR0_FIXED1),
             cr4_fixed0: read(msr::IA32_VMX_CR4_FIXED0),
             cr4_fixed1: read(msr::IA32_VMX_CR4_FIXED1),
-            ept_vpid: if has_secondary {
-                read(msr::IA32_VMX_EPT_VPID_CAP)
-            } else {
-                0
-            },
+            ept_vpid: if has_secondary { read(msr::IA32_VMX_EPT_VPID_CAP) } else { 0 },
         }
     }
 
@@ -170,52 +149,26 @@ impl VmxCaps {
     /// CPU can set them. The order is the report's.
     pub fn features(&self) -> [(&'static str, bool); 11] {
         let sec = |c: SecondaryControls| {
-            self.primary
-                .allows(PrimaryControls::ACTIVATE_SECONDARY_CONTROLS.bits())
-                && self.secondary.allows(c.bits())
+            self.primary.allows(PrimaryControls::ACTIVATE_SECONDARY_CONTROLS.bits()) && self.secondary.allows(c.bits())
         };
         [
-            (
-                "use MSR bitmaps",
-                self.primary.allows(PrimaryControls::USE_MSR_BITMAPS.bits()),
-            ),
+            ("use MSR bitmaps", self.primary.allows(PrimaryControls::USE_MSR_BITMAPS.bits())),
             ("EPT", sec(SecondaryControls::ENABLE_EPT)),
-            (
-                "unrestricted guest",
-                sec(SecondaryControls::UNRESTRICTED_GUEST),
-            ),
+            ("unrestricted guest", sec(SecondaryControls::UNRESTRICTED_GUEST)),
             ("VPID", sec(SecondaryControls::ENABLE_VPID)),
-            (
-                "save EFER on exit",
-                self.exit.allows(ExitControls::SAVE_EFER.bits()),
-            ),
+            ("save EFER on exit", self.exit.allows(ExitControls::SAVE_EFER.bits())),
             (
                 "load EFER on exit/entry",
-                self.exit.allows(ExitControls::LOAD_EFER.bits())
-                    && self.entry.allows(EntryControls::LOAD_EFER.bits()),
+                self.exit.allows(ExitControls::LOAD_EFER.bits()) && self.entry.allows(EntryControls::LOAD_EFER.bits()),
             ),
-            (
-                "save PAT on exit",
-                self.exit.allows(ExitControls::SAVE_PAT.bits()),
-            ),
+            ("save PAT on exit", self.exit.allows(ExitControls::SAVE_PAT.bits())),
             (
                 "load PAT on exit/entry",
-                self.exit.allows(ExitControls::LOAD_PAT.bits())
-                    && self.entry.allows(EntryControls::LOAD_PAT.bits()),
+                self.exit.allows(ExitControls::LOAD_PAT.bits()) && self.entry.allows(EntryControls::LOAD_PAT.bits()),
             ),
-            (
-                "load IA32_PERF_GLOBAL_CTRL on entry",
-                self.entry
-                    .allows(EntryControls::LOAD_PERF_GLOBAL_CTRL.bits()),
-            ),
-            (
-                "load IA32_PERF_GLOBAL_CTRL on exit",
-                self.exit.allows(ExitControls::LOAD_PERF_GLOBAL_CTRL.bits()),
-            ),
-            (
-                "save IA32_PERF_GLOBAL_CTRL on exit",
-                self.exit.allows(ExitControls::SAVE_PERF_GLOBAL_CTRL.bits()),
-            ),
+            ("load IA32_PERF_GLOBAL_CTRL on entry", self.entry.allows(EntryControls::LOAD_PERF_GLOBAL_CTRL.bits())),
+            ("load IA32_PERF_GLOBAL_CTRL on exit", self.exit.allows(ExitControls::LOAD_PERF_GLOBAL_CTRL.bits())),
+            ("save IA32_PERF_GLOBAL_CTRL on exit", self.exit.allows(ExitControls::SAVE_PERF_GLOBAL_CTRL.bits())),
         ]
     }
 
@@ -256,10 +209,7 @@ mod tests {
         assert_eq!(cap.resolve("pin", 0x1, 0x8000_0100).unwrap(), 0x0117);
         let err = cap.resolve("VM-exit controls", 0x4_0000, 0).unwrap_err();
         assert_eq!(err.bits, 0x4_0000);
-        assert_eq!(
-            err.to_string(),
-            "the CPU cannot set required VM-exit controls bits 0x00040000"
-        );
+        assert_eq!(err.to_string(), "the CPU cannot set required VM-exit controls bits 0x00040000");
     }
 
     #[test]

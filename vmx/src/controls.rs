@@ -101,32 +101,15 @@ pub struct PmuControlNeeds {
 /// it uses when present (PAT and debug-control switching, saving
 /// GLOBAL_CTRL, RDTSCP, INVPCID, XSAVES for the guest, NMI exiting).
 /// Errors name the missing bits.
-pub fn resolve_for_guest(
-    caps: &VmxCaps,
-    pmu: PmuControlNeeds,
-) -> Result<ResolvedControls, MissingControls> {
+pub fn resolve_for_guest(caps: &VmxCaps, pmu: PmuControlNeeds) -> Result<ResolvedControls, MissingControls> {
     let (exit_pmu, exit_pmu_optional, entry_pmu) = if pmu.switch_global_ctrl {
-        (
-            ExitControls::LOAD_PERF_GLOBAL_CTRL,
-            ExitControls::SAVE_PERF_GLOBAL_CTRL,
-            EntryControls::LOAD_PERF_GLOBAL_CTRL,
-        )
+        (ExitControls::LOAD_PERF_GLOBAL_CTRL, ExitControls::SAVE_PERF_GLOBAL_CTRL, EntryControls::LOAD_PERF_GLOBAL_CTRL)
     } else {
-        (
-            ExitControls::empty(),
-            ExitControls::empty(),
-            EntryControls::empty(),
-        )
+        (ExitControls::empty(), ExitControls::empty(), EntryControls::empty())
     };
-    let rdpmc = if pmu.rdpmc_exiting {
-        PrimaryControls::RDPMC_EXITING
-    } else {
-        PrimaryControls::empty()
-    };
+    let rdpmc = if pmu.rdpmc_exiting { PrimaryControls::RDPMC_EXITING } else { PrimaryControls::empty() };
     Ok(ResolvedControls {
-        pin: caps
-            .pin
-            .resolve("pin-based controls", 0, PinControls::NMI_EXITING.bits())?,
+        pin: caps.pin.resolve("pin-based controls", 0, PinControls::NMI_EXITING.bits())?,
         primary: caps.primary.resolve(
             "primary processor-based controls",
             (PrimaryControls::HLT_EXITING
@@ -139,22 +122,14 @@ pub fn resolve_for_guest(
         secondary: caps.secondary.resolve(
             "secondary processor-based controls",
             (SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID).bits(),
-            (SecondaryControls::ENABLE_RDTSCP
-                | SecondaryControls::ENABLE_INVPCID
-                | SecondaryControls::ENABLE_XSAVES)
+            (SecondaryControls::ENABLE_RDTSCP | SecondaryControls::ENABLE_INVPCID | SecondaryControls::ENABLE_XSAVES)
                 .bits(),
         )?,
         exit: caps.exit.resolve(
             "VM-exit controls",
-            (ExitControls::HOST_ADDRESS_SPACE_SIZE
-                | ExitControls::SAVE_EFER
-                | ExitControls::LOAD_EFER
-                | exit_pmu)
+            (ExitControls::HOST_ADDRESS_SPACE_SIZE | ExitControls::SAVE_EFER | ExitControls::LOAD_EFER | exit_pmu)
                 .bits(),
-            (ExitControls::SAVE_PAT
-                | ExitControls::LOAD_PAT
-                | ExitControls::SAVE_DEBUG_CONTROLS
-                | exit_pmu_optional)
+            (ExitControls::SAVE_PAT | ExitControls::LOAD_PAT | ExitControls::SAVE_DEBUG_CONTROLS | exit_pmu_optional)
                 .bits(),
         )?,
         entry: caps.entry.resolve(
@@ -185,13 +160,7 @@ mod tests {
     }
 
     fn skylake_x() -> VmxCaps {
-        bochs(
-            0x0217_7fff_0000_0000,
-            0x007f_ffff_0003_6dfb,
-            0xffff_0000_11fb,
-            0xf7f9_fffe_0400_6172,
-            0x0f01_0633_4141,
-        )
+        bochs(0x0217_7fff_0000_0000, 0x007f_ffff_0003_6dfb, 0xffff_0000_11fb, 0xf7f9_fffe_0400_6172, 0x0f01_0633_4141)
     }
 
     fn tigerlake() -> VmxCaps {
@@ -206,32 +175,19 @@ mod tests {
 
     #[test]
     fn bochs_models_get_every_required_and_optional_control() {
-        let pmu = PmuControlNeeds {
-            switch_global_ctrl: true,
-            rdpmc_exiting: false,
-        };
+        let pmu = PmuControlNeeds { switch_global_ctrl: true, rdpmc_exiting: false };
         for caps in [skylake_x(), tigerlake()] {
             let c = resolve_for_guest(&caps, pmu).unwrap();
-            assert!(ExitControls::from_bits_retain(c.exit)
-                .contains(ExitControls::LOAD_PERF_GLOBAL_CTRL));
-            assert!(EntryControls::from_bits_retain(c.entry)
-                .contains(EntryControls::LOAD_PERF_GLOBAL_CTRL));
-            assert!(!ExitControls::from_bits_retain(c.exit)
-                .contains(ExitControls::SAVE_PERF_GLOBAL_CTRL));
-            assert_eq!(
-                c.pin,
-                0x16 | PinControls::NMI_EXITING.bits(),
-                "default1 bits kept"
-            );
+            assert!(ExitControls::from_bits_retain(c.exit).contains(ExitControls::LOAD_PERF_GLOBAL_CTRL));
+            assert!(EntryControls::from_bits_retain(c.entry).contains(EntryControls::LOAD_PERF_GLOBAL_CTRL));
+            assert!(!ExitControls::from_bits_retain(c.exit).contains(ExitControls::SAVE_PERF_GLOBAL_CTRL));
+            assert_eq!(c.pin, 0x16 | PinControls::NMI_EXITING.bits(), "default1 bits kept");
             assert!(PrimaryControls::from_bits_retain(c.primary)
                 .contains(PrimaryControls::USE_MSR_BITMAPS | PrimaryControls::HLT_EXITING));
             let sec = SecondaryControls::from_bits_retain(c.secondary);
             assert!(sec.contains(SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID));
-            assert!(ExitControls::from_bits_retain(c.exit)
-                .contains(ExitControls::LOAD_PAT | ExitControls::LOAD_EFER));
-            assert!(
-                EntryControls::from_bits_retain(c.entry).contains(EntryControls::IA32E_MODE_GUEST)
-            );
+            assert!(ExitControls::from_bits_retain(c.exit).contains(ExitControls::LOAD_PAT | ExitControls::LOAD_EFER));
+            assert!(EntryControls::from_bits_retain(c.entry).contains(EntryControls::IA32E_MODE_GUEST));
             // Bochs accepts the GLOBAL_CTRL load controls but has no save control.
             assert!(caps.exit.allows(ExitControls::LOAD_PERF_GLOBAL_CTRL.bits()));
             assert!(!caps.exit.allows(ExitControls::SAVE_PERF_GLOBAL_CTRL.bits()));
@@ -245,9 +201,6 @@ mod tests {
         let err = resolve_for_guest(&caps, PmuControlNeeds::default()).unwrap_err();
         assert_eq!(err.field, "secondary processor-based controls");
         assert_eq!(err.bits, SecondaryControls::ENABLE_VPID.bits());
-        assert_eq!(
-            err.to_string(),
-            "the CPU cannot set required secondary processor-based controls bits 0x00000020"
-        );
+        assert_eq!(err.to_string(), "the CPU cannot set required secondary processor-based controls bits 0x00000020");
     }
 }

@@ -51,11 +51,7 @@ fn page_size(level: u8) -> u64 {
 
 #[derive(Clone, Copy)]
 enum Op {
-    Map {
-        delta: u64,
-        perms: EptPerms,
-        mem: MemoryType,
-    },
+    Map { delta: u64, perms: EptPerms, mem: MemoryType },
     Protect(EptPerms),
     Unmap,
 }
@@ -68,19 +64,13 @@ pub struct Ept {
 
 impl Ept {
     pub fn new(frames: &mut impl FrameSource, allow_1g: bool) -> Result<Self, EptError> {
-        Ok(Self {
-            root: frames.allocate().ok_or(EptError::OutOfFrames)?,
-            allow_1g,
-        })
+        Ok(Self { root: frames.allocate().ok_or(EptError::OutOfFrames)?, allow_1g })
     }
 
     /// The EPT pointer: write-back paging structures, 4-level walk,
     /// optionally accessed/dirty flags (SDM vol. 3C §25.6.11).
     pub fn eptp(&self, accessed_dirty: bool) -> u64 {
-        self.root
-            | MemoryType::WriteBack as u64
-            | (u64::from(LEVELS) - 1) << 3
-            | u64::from(accessed_dirty) << 6
+        self.root | MemoryType::WriteBack as u64 | (u64::from(LEVELS) - 1) << 3 | u64::from(accessed_dirty) << 6
     }
 
     /// Maps guest-physical `[gpa, gpa + len)` to host-physical `hpa..`.
@@ -95,25 +85,11 @@ impl Ept {
     ) -> Result<(), EptError> {
         check(gpa, len)?;
         check(hpa, len)?;
-        self.apply(
-            frames,
-            gpa,
-            len,
-            Op::Map {
-                delta: hpa.wrapping_sub(gpa),
-                perms,
-                mem,
-            },
-        )
+        self.apply(frames, gpa, len, Op::Map { delta: hpa.wrapping_sub(gpa), perms, mem })
     }
 
     /// Removes `[gpa, gpa + len)`: an access there is an EPT violation.
-    pub fn unmap(
-        &mut self,
-        frames: &mut impl FrameSource,
-        gpa: u64,
-        len: u64,
-    ) -> Result<(), EptError> {
+    pub fn unmap(&mut self, frames: &mut impl FrameSource, gpa: u64, len: u64) -> Result<(), EptError> {
         check(gpa, len)?;
         self.apply(frames, gpa, len, Op::Unmap)
     }
@@ -131,11 +107,7 @@ impl Ept {
     }
 
     /// (host-physical address, rights, page size) of `gpa`, if mapped.
-    pub fn translate(
-        &self,
-        frames: &mut impl FrameSource,
-        gpa: u64,
-    ) -> Option<(u64, EptPerms, u64)> {
+    pub fn translate(&self, frames: &mut impl FrameSource, gpa: u64) -> Option<(u64, EptPerms, u64)> {
         let mut table = self.root;
         for level in (1..=LEVELS).rev() {
             let size = page_size(level);
@@ -144,24 +116,14 @@ impl Ept {
                 return None;
             }
             if level == 1 || e & LARGE != 0 {
-                return Some((
-                    (e & ADDR_MASK & !(size - 1)) + gpa % size,
-                    EptPerms::from_bits_truncate(e),
-                    size,
-                ));
+                return Some(((e & ADDR_MASK & !(size - 1)) + gpa % size, EptPerms::from_bits_truncate(e), size));
             }
             table = e & ADDR_MASK;
         }
         None
     }
 
-    fn apply(
-        &mut self,
-        frames: &mut impl FrameSource,
-        gpa: u64,
-        len: u64,
-        op: Op,
-    ) -> Result<(), EptError> {
+    fn apply(&mut self, frames: &mut impl FrameSource, gpa: u64, len: u64, op: Op) -> Result<(), EptError> {
         self.apply_level(frames, self.root, LEVELS, 0, gpa, gpa + len, op)
     }
 
@@ -191,12 +153,7 @@ impl Ept {
                 Op::Map { delta, perms, mem }
                     if whole && leaf_ok && entry_gpa.wrapping_add(delta).is_multiple_of(size) =>
                 {
-                    Some(leaf(
-                        entry_gpa.wrapping_add(delta),
-                        level,
-                        perms,
-                        mem as u64,
-                    ))
+                    Some(leaf(entry_gpa.wrapping_add(delta), level, perms, mem as u64))
                 }
                 Op::Unmap if whole => Some(0),
                 Op::Protect(p) if whole && is_leaf => Some((e & !7) | p.bits()),
@@ -265,9 +222,7 @@ mod tests {
             Some(phys)
         }
         fn table(&mut self, phys: u64) -> &mut [u64; 512] {
-            self.tables
-                .get_mut(&phys)
-                .expect("a table the builder allocated")
+            self.tables.get_mut(&phys).expect("a table the builder allocated")
         }
     }
 
@@ -278,38 +233,20 @@ mod tests {
     fn identity_map_uses_large_pages_and_holes_split_them() {
         let mut f = Frames::default();
         let mut ept = Ept::new(&mut f, true).unwrap();
-        ept.map(&mut f, 0, 0, 4 * G, EptPerms::RWX, MemoryType::WriteBack)
-            .unwrap();
-        assert_eq!(
-            ept.translate(&mut f, 0x1234_5678),
-            Some((0x1234_5678, EptPerms::RWX, G))
-        );
+        ept.map(&mut f, 0, 0, 4 * G, EptPerms::RWX, MemoryType::WriteBack).unwrap();
+        assert_eq!(ept.translate(&mut f, 0x1234_5678), Some((0x1234_5678, EptPerms::RWX, G)));
         assert_eq!(f.tables.len(), 2, "PML4 + one PDPT: four 1-GiB leaves");
 
         // A hole: one 4-KiB page inside the first GiB.
         ept.unmap(&mut f, 0x20_3000, 0x1000).unwrap();
         assert_eq!(ept.translate(&mut f, 0x20_3000), None);
-        assert_eq!(
-            ept.translate(&mut f, 0x20_2fff),
-            Some((0x20_2fff, EptPerms::RWX, 4096))
-        );
+        assert_eq!(ept.translate(&mut f, 0x20_2fff), Some((0x20_2fff, EptPerms::RWX, 4096)));
         assert_eq!(ept.translate(&mut f, 0x20_4000).map(|t| t.2), Some(4096));
-        assert_eq!(
-            ept.translate(&mut f, 0x40_0000).map(|t| t.2),
-            Some(M2),
-            "rest of the GiB in 2-MiB pages"
-        );
-        assert_eq!(
-            ept.translate(&mut f, G + 5).map(|t| t.2),
-            Some(G),
-            "other GiBs untouched"
-        );
+        assert_eq!(ept.translate(&mut f, 0x40_0000).map(|t| t.2), Some(M2), "rest of the GiB in 2-MiB pages");
+        assert_eq!(ept.translate(&mut f, G + 5).map(|t| t.2), Some(G), "other GiBs untouched");
 
         ept.protect(&mut f, 0x40_0000, M2, EptPerms::READ).unwrap();
-        assert_eq!(
-            ept.translate(&mut f, 0x40_0010).map(|t| t.1),
-            Some(EptPerms::READ)
-        );
+        assert_eq!(ept.translate(&mut f, 0x40_0010).map(|t| t.1), Some(EptPerms::READ));
         let eptp = ept.eptp(false);
         assert_eq!(eptp & 0xfff, 0x1e, "WB, 4-level walk");
     }
@@ -327,21 +264,12 @@ mod tests {
             MemoryType::WriteBack,
         )
         .unwrap();
-        assert_eq!(
-            ept.translate(&mut f, 0x10_0000).map(|t| (t.0, t.2)),
-            Some((0x8010_0000, 4096))
-        );
-        assert_eq!(
-            ept.translate(&mut f, 0x20_0000).map(|t| (t.0, t.2)),
-            Some((0x8020_0000, M2))
-        );
+        assert_eq!(ept.translate(&mut f, 0x10_0000).map(|t| (t.0, t.2)), Some((0x8010_0000, 4096)));
+        assert_eq!(ept.translate(&mut f, 0x20_0000).map(|t| (t.0, t.2)), Some((0x8020_0000, M2)));
         assert_eq!(ept.translate(&mut f, 0), None);
         assert_eq!(
             ept.map(&mut f, 0x123, 0, 4096, EptPerms::RWX, MemoryType::WriteBack),
-            Err(EptError::Misaligned {
-                gpa: 0x123,
-                len: 4096
-            })
+            Err(EptError::Misaligned { gpa: 0x123, len: 4096 })
         );
     }
 }

@@ -54,9 +54,7 @@ impl EntryFailure {
     pub fn decode(basic_reason: u16, qualification: u64) -> Self {
         match basic_reason {
             33 => Self::InvalidGuestState,
-            34 => Self::MsrLoading {
-                entry: qualification,
-            },
+            34 => Self::MsrLoading { entry: qualification },
             41 => Self::MachineCheck,
             n => Self::Other(n),
         }
@@ -75,9 +73,9 @@ impl EntryFailure {
                     _ => "unknown qualification",
                 }
             )),
-            Self::MsrLoading { entry } => out(format_args!(
-                "VM entry failed: loading entry {entry} of the VM-entry MSR-load list failed"
-            )),
+            Self::MsrLoading { entry } => {
+                out(format_args!("VM entry failed: loading entry {entry} of the VM-entry MSR-load list failed"))
+            }
             Self::MachineCheck => out(format_args!("VM entry failed: machine-check event")),
             Self::Other(n) => out(format_args!("VM entry failed with basic exit reason {n}")),
         }
@@ -90,25 +88,13 @@ mod tests {
 
     #[test]
     fn errors_in_words() {
-        assert_eq!(
-            instruction_error_text(7),
-            "VM entry with invalid control field(s)"
-        );
-        assert_eq!(
-            instruction_error_text(8),
-            "VM entry with invalid host-state field(s)"
-        );
-        assert_eq!(
-            instruction_error_text(12),
-            "VMREAD/VMWRITE from/to unsupported VMCS component"
-        );
+        assert_eq!(instruction_error_text(7), "VM entry with invalid control field(s)");
+        assert_eq!(instruction_error_text(8), "VM entry with invalid host-state field(s)");
+        assert_eq!(instruction_error_text(12), "VMREAD/VMWRITE from/to unsupported VMCS component");
         assert_eq!(instruction_error_text(99), "unknown VM-instruction error");
         let mut s = String::new();
         EntryFailure::decode(33, 0).describe(0, |a| s.push_str(&a.to_string()));
         assert!(s.starts_with("VM entry failed: invalid guest state"));
-        assert_eq!(
-            EntryFailure::decode(34, 3),
-            EntryFailure::MsrLoading { entry: 3 }
-        );
+        assert_eq!(EntryFailure::decode(34, 3), EntryFailure::MsrLoading { entry: 3 });
     }
 }

@@ -194,15 +194,9 @@ mod tests {
         assert_eq!(RawExitReason(10).reason(), ExitReason::Cpuid);
         assert_eq!(ExitReason::Rdmsr.to_string(), "RDMSR");
         assert_eq!(ExitReason::Other(77).to_string(), "exit reason 77");
-        assert_eq!(
-            EptViolation(0x181).to_string(),
-            "read of an unmapped guest-physical page"
-        );
+        assert_eq!(EptViolation(0x181).to_string(), "read of an unmapped guest-physical page");
         assert_eq!(EptViolation(0x0a).to_string(), "write denied (page is r--)");
         // #GP, hardware exception, with error code, valid.
-        assert_eq!(
-            injection_info(13, EventKind::HardwareException, true),
-            0x8000_0b0d
-        );
+        assert_eq!(injection_info(13, EventKind::HardwareException, true), 0x8000_0b0d);
     }
 }

@@ -84,29 +84,15 @@ mod tests {
         b.set_write(0x38f, Intercept::PassThrough).unwrap();
         assert_eq!(b.0[2048 + 0x71], !(1 << 7), "low write at 2048");
         b.set_read(0xc000_0080, Intercept::PassThrough).unwrap();
-        assert_eq!(
-            b.0[1024 + 0x10],
-            !1,
-            "high read: EFER at 1024 + 0x10, bit 0"
-        );
+        assert_eq!(b.0[1024 + 0x10], !1, "high read: EFER at 1024 + 0x10, bit 0");
         b.set_write(0xc000_0102, Intercept::PassThrough).unwrap();
         assert_eq!(b.0[3072 + 0x20], !(1 << 2), "high write at 3072");
         assert!(!b.read_exits(0x38f) && !b.write_exits(0x38f));
         assert!(b.read_exits(0x390));
-        assert_eq!(
-            b.set_read(0x2000, Intercept::PassThrough),
-            Err(OutOfRange(0x2000))
-        );
-        assert_eq!(
-            b.set_write(0x4000_0000, Intercept::PassThrough),
-            Err(OutOfRange(0x4000_0000))
-        );
+        assert_eq!(b.set_read(0x2000, Intercept::PassThrough), Err(OutOfRange(0x2000)));
+        assert_eq!(b.set_write(0x4000_0000, Intercept::PassThrough), Err(OutOfRange(0x4000_0000)));
         assert!(b.read_exits(0x4000_0000) && b.write_exits(0x8000_0000));
         b.set_read(0x1fff, Intercept::PassThrough).unwrap();
-        assert_eq!(
-            b.0[1023],
-            !(1 << 7),
-            "last low MSR at the end of the first KiB"
-        );
+        assert_eq!(b.0[1023], !(1 << 7), "last low MSR at the end of the first KiB");
     }
 }

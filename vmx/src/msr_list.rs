@@ -24,14 +24,7 @@ pub struct ListFull;
 
 impl<const N: usize> MsrList<N> {
     pub const fn new() -> Self {
-        Self {
-            entries: [MsrEntry {
-                index: 0,
-                reserved: 0,
-                value: 0,
-            }; N],
-            len: 0,
-        }
+        Self { entries: [MsrEntry { index: 0, reserved: 0, value: 0 }; N], len: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -44,28 +37,18 @@ impl<const N: usize> MsrList<N> {
 
     /// Adds `index` (or updates its value if present).
     pub fn set(&mut self, index: u32, value: u64) -> Result<(), ListFull> {
-        if let Some(e) = self.entries[..self.len]
-            .iter_mut()
-            .find(|e| e.index == index)
-        {
+        if let Some(e) = self.entries[..self.len].iter_mut().find(|e| e.index == index) {
             e.value = value;
             return Ok(());
         }
         let slot = self.entries.get_mut(self.len).ok_or(ListFull)?;
-        *slot = MsrEntry {
-            index,
-            reserved: 0,
-            value,
-        };
+        *slot = MsrEntry { index, reserved: 0, value };
         self.len += 1;
         Ok(())
     }
 
     pub fn get(&self, index: u32) -> Option<u64> {
-        self.entries[..self.len]
-            .iter()
-            .find(|e| e.index == index)
-            .map(|e| e.value)
+        self.entries[..self.len].iter().find(|e| e.index == index).map(|e| e.value)
     }
 }
 

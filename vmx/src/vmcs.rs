@@ -276,32 +276,16 @@ mod tests {
                 assert_eq!(e & 1, 0, "full-field encodings are even: {e:#x}");
             }
         }
-        check(
-            &Vmcs16::ALL.iter().map(|f| f.encoding()).collect::<Vec<_>>(),
-            Vmcs16::WIDTH_CODE,
-        );
-        check(
-            &Vmcs64::ALL.iter().map(|f| f.encoding()).collect::<Vec<_>>(),
-            Vmcs64::WIDTH_CODE,
-        );
-        check(
-            &Vmcs32::ALL.iter().map(|f| f.encoding()).collect::<Vec<_>>(),
-            Vmcs32::WIDTH_CODE,
-        );
-        check(
-            &VmcsNatural::ALL
-                .iter()
-                .map(|f| f.encoding())
-                .collect::<Vec<_>>(),
-            VmcsNatural::WIDTH_CODE,
-        );
+        check(&Vmcs16::ALL.iter().map(|f| f.encoding()).collect::<Vec<_>>(), Vmcs16::WIDTH_CODE);
+        check(&Vmcs64::ALL.iter().map(|f| f.encoding()).collect::<Vec<_>>(), Vmcs64::WIDTH_CODE);
+        check(&Vmcs32::ALL.iter().map(|f| f.encoding()).collect::<Vec<_>>(), Vmcs32::WIDTH_CODE);
+        check(&VmcsNatural::ALL.iter().map(|f| f.encoding()).collect::<Vec<_>>(), VmcsNatural::WIDTH_CODE);
     }
 
     #[test]
     fn memory_vmcs_truncates_like_vmwrite_and_dump_names_fields() {
         let mut v = MemoryVmcs::default();
-        v.write_raw(Vmcs32::ExitReason.encoding(), 0x1_0000_0030)
-            .unwrap();
+        v.write_raw(Vmcs32::ExitReason.encoding(), 0x1_0000_0030).unwrap();
         assert_eq!(v.read32(Vmcs32::ExitReason).unwrap(), 0x30);
         v.write16(Vmcs16::Vpid, 1).unwrap();
         let mut text = String::new();

@@ -35,22 +35,13 @@ fn cell(c: InstructionCounts) -> String {
 }
 
 /// A guest with `k` GP and `f` fixed counters counting (and non-zero).
-fn measure(
-    layout: PmuLayout,
-    k: u8,
-    f: u32,
-) -> (InstructionCounts, InstructionCounts, InstructionCounts) {
+fn measure(layout: PmuLayout, k: u8, f: u32) -> (InstructionCounts, InstructionCounts, InstructionCounts) {
     let mut hw = ModelPmu::new(layout);
     hw.vmcs_swap_global_ctrl(0);
     let mut v = VirtualPmu::new(layout, layout, Mode::Mediated);
     v.load(&mut hw).expect("load");
     for i in 0..k {
-        v.write(
-            &mut hw,
-            IA32_PERFEVTSEL0 + u32::from(i),
-            0xc0 | evtsel::EN | evtsel::USR | evtsel::OS,
-        )
-        .unwrap();
+        v.write(&mut hw, IA32_PERFEVTSEL0 + u32::from(i), 0xc0 | evtsel::EN | evtsel::USR | evtsel::OS).unwrap();
         v.write(&mut hw, IA32_A_PMC0 + u32::from(i), 1000).unwrap();
     }
     let mut ctrl = 0u64;
@@ -87,19 +78,10 @@ pub fn pmu_switch() -> bool {
     println!();
     println!(
         "{:<10} {:<30} {:>12} {:>12} {:>12} {:>16} {:>22}",
-        "host",
-        "guest load",
-        "round trip",
-        "put",
-        "load",
-        "target/switch",
-        "KVM mediated/round trip"
+        "host", "guest load", "round trip", "put", "load", "target/switch", "KVM mediated/round trip"
     );
     let mut within = true;
-    for (name, layout, kvm_worst) in [
-        ("v4 4+3", host(4, 4, 0x7), "n/a"),
-        ("v5 8+4", host(5, 8, 0xf), "2/24/46"),
-    ] {
+    for (name, layout, kvm_worst) in [("v4 4+3", host(4, 4, 0x7), "n/a"), ("v5 8+4", host(5, 8, 0xf), "2/24/46")] {
         let all_gp = layout.gp_counters;
         let all_fixed = layout.fixed.count();
         for (label, k, f, kvm) in [
@@ -113,9 +95,8 @@ pub fn pmu_switch() -> bool {
                 rdpmc: u64::from(k) + u64::from(f),
                 wrmsr: 2 * u64::from(k) + u64::from(f) + 3,
             };
-            let ok = |c: InstructionCounts| {
-                c.rdmsr <= target.rdmsr && c.rdpmc <= target.rdpmc && c.wrmsr <= target.wrmsr
-            };
+            let ok =
+                |c: InstructionCounts| c.rdmsr <= target.rdmsr && c.rdpmc <= target.rdpmc && c.wrmsr <= target.wrmsr;
             let rt_ok = rt == InstructionCounts::default();
             within &= ok(put) && ok(load) && rt_ok;
             let mark = |c, good: bool| format!("{}{}", cell(c), if good { "" } else { " (over)" });
@@ -134,13 +115,6 @@ pub fn pmu_switch() -> bool {
     println!();
     println!("KVM figures: REFERENCE.md §2 (KVM switches the PMU on most VM exits, so its cost is per round trip).");
     println!("Targets: 0 per round trip; per switch <= 1 RDMSR + (k+f) RDPMC + (2k+f+3) WRMSR.");
-    println!(
-        "{}",
-        if within {
-            "all figures within the targets"
-        } else {
-            "SOME FIGURES ARE OVER THE TARGETS"
-        }
-    );
+    println!("{}", if within { "all figures within the targets" } else { "SOME FIGURES ARE OVER THE TARGETS" });
     true
 }

@@ -52,8 +52,7 @@ pub fn image(args: &[String]) -> Fallible<bool> {
 }
 
 fn read_config(path: Option<String>) -> Fallible<Option<String>> {
-    path.map(|p| std::fs::read_to_string(&p).map_err(|e| format!("boot config {p}: {e}")))
-        .transpose()
+    path.map(|p| std::fs::read_to_string(&p).map_err(|e| format!("boot config {p}: {e}"))).transpose()
 }
 
 fn parse_firmware(o: &mut Options) -> Fallible<Firmware> {
@@ -65,16 +64,9 @@ fn parse_firmware(o: &mut Options) -> Fallible<Firmware> {
 
 fn parse_timeout(o: &mut Options, firmware: Firmware) -> Fallible<Duration> {
     match o.value(&["--timeout"])? {
-        Some(s) => s
-            .parse()
-            .map(Duration::from_secs)
-            .map_err(|_| format!("--timeout takes whole seconds, not {s:?}")),
+        Some(s) => s.parse().map(Duration::from_secs).map_err(|_| format!("--timeout takes whole seconds, not {s:?}")),
         // Bochs+OVMF is the slowest boot (~17 s here).
-        None => Ok(Duration::from_secs(if firmware == Firmware::Uefi {
-            180
-        } else {
-            90
-        })),
+        None => Ok(Duration::from_secs(if firmware == Firmware::Uefi { 180 } else { 90 })),
     }
 }
 
@@ -87,29 +79,13 @@ fn boot_interactive(
     gdb: bool,
 ) -> Fallible<bool> {
     let run_dir = build_dir().join("runs").join("interactive");
-    eprintln!(
-        "xtask: booting {} in {emulator} ({} firmware); console follows",
-        image.display(),
-        firmware.name()
-    );
-    let outcome = boot(&BootSpec {
-        emulator,
-        firmware,
-        image,
-        run_dir,
-        timeout,
-        echo: true,
-        gdb,
-        watch: Vec::new(),
-    })?;
+    eprintln!("xtask: booting {} in {emulator} ({} firmware); console follows", image.display(), firmware.name());
+    let outcome = boot(&BootSpec { emulator, firmware, image, run_dir, timeout, echo: true, gdb, watch: Vec::new() })?;
     eprintln!();
     let files = outcome.run_dir.display();
     match outcome.verdict {
         Verdict::Pass => {
-            eprintln!(
-                "xtask: verdict PASS after {:.1} s (files in {files})",
-                outcome.elapsed.as_secs_f64()
-            );
+            eprintln!("xtask: verdict PASS after {:.1} s (files in {files})", outcome.elapsed.as_secs_f64());
             Ok(true)
         }
         Verdict::Fail(reason) => {
@@ -117,10 +93,7 @@ fn boot_interactive(
             Ok(false)
         }
         Verdict::Timeout => {
-            eprintln!(
-                "xtask: no verdict within {} s; stopped (files in {files})",
-                timeout.as_secs()
-            );
+            eprintln!("xtask: no verdict within {} s; stopped (files in {files})", timeout.as_secs());
             Ok(false)
         }
         Verdict::Broken(why) => {
@@ -133,10 +106,7 @@ fn boot_interactive(
 /// QEMU/KVM if the probe boots into VMX root, else `Err(reason)`.
 fn kvm_usable(builder: &Builder) -> Fallible<Result<(), String>> {
     let image = builder.image(Firmware::Bios, None, GuestImage::TestKernel)?;
-    Ok(kvm::probe(
-        &image,
-        &build_dir().join("runs").join("kvm-probe"),
-    ))
+    Ok(kvm::probe(&image, &build_dir().join("runs").join("kvm-probe")))
 }
 
 pub fn run(args: &[String]) -> Fallible<bool> {
@@ -150,9 +120,10 @@ pub fn run(args: &[String]) -> Fallible<bool> {
     o.finish()?;
     setup::ensure_emulators()?;
     let builder = Builder::new()?;
-    let bochs = |cpu: Option<String>| Emulator::Bochs {
-        model: cpu.unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into()),
-        msrs: msrs.clone(),
+    let bochs = |cpu: Option<String>| {
+        let model = cpu.unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into());
+        let msrs = msrs.clone().or_else(|| default_msrs(&model));
+        Emulator::Bochs { model, msrs }
     };
     let emulator = match choice.as_str() {
         "bochs" => bochs(cpu),
@@ -170,11 +141,7 @@ pub fn run(args: &[String]) -> Fallible<bool> {
                 bochs(cpu)
             }
         },
-        other => {
-            return Err(format!(
-                "--emulator takes auto, qemu or bochs, not {other:?}"
-            ))
-        }
+        other => return Err(format!("--emulator takes auto, qemu or bochs, not {other:?}")),
     };
     let image = builder.image(firmware, config.as_deref(), GuestImage::TestKernel)?;
     boot_interactive(emulator, firmware, image, timeout, false)
@@ -196,7 +163,9 @@ pub fn qemu(args: &[String]) -> Fallible<bool> {
         match kvm_usable(&builder)? {
             Ok(()) => true,
             Err(why) => {
-                eprintln!("xtask: QEMU/KVM cannot run perfvisor here ({why}); using TCG (no VMX: expect the no-VMX verdict)");
+                eprintln!(
+                    "xtask: QEMU/KVM cannot run perfvisor here ({why}); using TCG (no VMX: expect the no-VMX verdict)"
+                );
                 false
             }
         }
@@ -210,20 +179,12 @@ pub fn qemu(args: &[String]) -> Fallible<bool> {
             kernel_elf().display()
         );
     }
-    boot_interactive(
-        Emulator::Qemu { kvm, cpu: None },
-        firmware,
-        image,
-        timeout,
-        gdb,
-    )
+    boot_interactive(Emulator::Qemu { kvm, cpu: None }, firmware, image, timeout, gdb)
 }
 
 pub fn bochs(args: &[String]) -> Fallible<bool> {
     let mut o = Options::new(args);
-    let model = o
-        .value(&["--cpu"])?
-        .unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into());
+    let model = o.value(&["--cpu"])?.unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into());
     let firmware = parse_firmware(&mut o)?;
     let msrs = o.value(&["--msrs"])?.map(PathBuf::from);
     let config = read_config(o.value(&["--config"])?)?;
@@ -232,17 +193,9 @@ pub fn bochs(args: &[String]) -> Fallible<bool> {
     setup::ensure_emulators()?;
     let builder = Builder::new()?;
     let image = builder.image(firmware, config.as_deref(), GuestImage::TestKernel)?;
-    eprintln!(
-        "xtask: bochsrc and logs go to {}",
-        build_dir().join("runs/interactive").display()
-    );
-    boot_interactive(
-        Emulator::Bochs { model, msrs },
-        firmware,
-        image,
-        timeout,
-        false,
-    )
+    eprintln!("xtask: bochsrc and logs go to {}", build_dir().join("runs/interactive").display());
+    let msrs = msrs.or_else(|| default_msrs(&model));
+    boot_interactive(Emulator::Bochs { model, msrs }, firmware, image, timeout, false)
 }
 
 /// `cargo fmt --check` and `cargo clippy -D warnings` over every crate:
@@ -262,50 +215,29 @@ pub fn lint(args: &[String]) -> Fallible<bool> {
         cmd
     };
     let checks: Vec<(&str, std::process::Command)> = vec![
-        (
-            "cargo fmt --check",
-            cargo(&root, None, &["fmt", "--all", "--check"]),
-        ),
-        (
-            "cargo fmt --check (boot/)",
-            cargo(&boot, None, &["fmt", "--check"]),
-        ),
+        ("cargo fmt --check", cargo(&root, None, &["fmt", "--all", "--check"])),
+        ("cargo fmt --check (boot/)", cargo(&boot, None, &["fmt", "--check"])),
         (
             "cargo clippy --workspace --all-targets",
-            cargo(
-                &root,
-                None,
-                &[
-                    "clippy",
-                    "--workspace",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
-            ),
+            cargo(&root, None, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
         ),
         (
             "cargo clippy (kernel, x86_64-unknown-none)",
             cargo(
                 &root,
                 None,
-                &[
-                    "clippy",
-                    "-p",
-                    "hypervisor",
-                    "--target",
-                    setup::KERNEL_TARGET,
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
+                &["clippy", "-p", "hypervisor", "--target", setup::KERNEL_TARGET, "--", "-D", "warnings"],
             ),
         ),
         (
-            "cargo clippy (boot/)",
-            cargo(&boot, Some(&nightly), &["clippy", "--", "-D", "warnings"]),
+            "cargo clippy (guest test kernel, x86_64-unknown-none)",
+            cargo(
+                &root,
+                None,
+                &["clippy", "-p", "perfvisor-guest", "--target", setup::KERNEL_TARGET, "--", "-D", "warnings"],
+            ),
         ),
+        ("cargo clippy (boot/)", cargo(&boot, Some(&nightly), &["clippy", "--", "-D", "warnings"])),
     ];
     let mut clean = true;
     for (what, mut cmd) in checks {
@@ -314,6 +246,19 @@ pub fn lint(args: &[String]) -> Fallible<bool> {
         clean &= ok;
     }
     Ok(clean)
+}
+
+/// The committed msrs file of a Bochs model (its PMU MSRs as registers, so
+/// the vPMU is on), when there is one; said on the console.
+fn default_msrs(model: &str) -> Option<PathBuf> {
+    let relative = perfvisor_runner::bochs_msrs::path(model);
+    let path = crate::workspace_root().join(&relative);
+    if path.exists() {
+        eprintln!("xtask: Bochs gets its PMU MSRs from {relative} (--msrs FILE for another)");
+        Some(path)
+    } else {
+        None
+    }
 }
 
 /// Writes tests/bochs/<model>.msrs for every Bochs model perfvisor tests.

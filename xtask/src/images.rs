@@ -16,11 +16,7 @@ pub fn build_dir() -> PathBuf {
 
 /// The kernel ELF with debug info (what gdb loads).
 pub fn kernel_elf() -> PathBuf {
-    workspace_root()
-        .join("target")
-        .join(KERNEL_TARGET)
-        .join("release")
-        .join("hypervisor")
+    workspace_root().join("target").join(KERNEL_TARGET).join("release").join("hypervisor")
 }
 
 /// What image building needs, prepared once per xtask run.
@@ -42,37 +38,22 @@ impl Builder {
         // it sector by sector: debug info makes a Bochs boot ~10x slower.
         let stripped_kernel = dir.join("hypervisor.stripped.elf");
         run_checked(
-            Command::new(setup::llvm_objcopy(&nightly)?)
-                .arg("--strip-debug")
-                .arg(kernel_elf())
-                .arg(&stripped_kernel),
+            Command::new(setup::llvm_objcopy(&nightly)?).arg("--strip-debug").arg(kernel_elf()).arg(&stripped_kernel),
             "llvm-objcopy --strip-debug",
         )?;
         build_guest()?;
         let stripped_guest = dir.join("perfvisor-guest.stripped.elf");
         run_checked(
-            Command::new(setup::llvm_objcopy(&nightly)?)
-                .arg("--strip-debug")
-                .arg(guest_elf())
-                .arg(&stripped_guest),
+            Command::new(setup::llvm_objcopy(&nightly)?).arg("--strip-debug").arg(guest_elf()).arg(&stripped_guest),
             "llvm-objcopy --strip-debug (guest)",
         )?;
         let boot_tool = build_boot_tool(&nightly)?;
-        Ok(Self {
-            stripped_kernel,
-            stripped_guest,
-            boot_tool,
-        })
+        Ok(Self { stripped_kernel, stripped_guest, boot_tool })
     }
 
     /// A disk image for `firmware` whose ramdisk bundles `config` (the boot
     /// config) and `guest` (see hypervisor/src/config.rs for the format).
-    pub fn image(
-        &self,
-        firmware: Firmware,
-        config: Option<&str>,
-        guest: GuestImage,
-    ) -> Fallible<PathBuf> {
+    pub fn image(&self, firmware: Firmware, config: Option<&str>, guest: GuestImage) -> Fallible<PathBuf> {
         let dir = build_dir().join("images");
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let mut h = DefaultHasher::new();
@@ -117,11 +98,7 @@ fn bundle(config: &str, guest: Option<&[u8]>) -> Vec<u8> {
 
 /// The guest test kernel ELF (with debug info).
 pub fn guest_elf() -> PathBuf {
-    workspace_root()
-        .join("target")
-        .join(KERNEL_TARGET)
-        .join("release")
-        .join("perfvisor-guest")
+    workspace_root().join("target").join(KERNEL_TARGET).join("release").join("perfvisor-guest")
 }
 
 /// The guest test kernel: an ET_EXEC at a fixed address, hence a static
@@ -129,15 +106,7 @@ pub fn guest_elf() -> PathBuf {
 pub fn build_guest() -> Fallible<()> {
     run_checked(
         Command::new("cargo")
-            .args([
-                "rustc",
-                "--release",
-                "--package",
-                "perfvisor-guest",
-                "--target",
-                KERNEL_TARGET,
-                "--",
-            ])
+            .args(["rustc", "--release", "--package", "perfvisor-guest", "--target", KERNEL_TARGET, "--"])
             .args(["-C", "relocation-model=static"])
             .current_dir(workspace_root()),
         "cargo rustc (guest test kernel)",
@@ -148,14 +117,7 @@ pub fn build_guest() -> Fallible<()> {
 pub fn build_kernel() -> Fallible<()> {
     run_checked(
         Command::new("cargo")
-            .args([
-                "build",
-                "--release",
-                "--package",
-                "hypervisor",
-                "--target",
-                KERNEL_TARGET,
-            ])
+            .args(["build", "--release", "--package", "hypervisor", "--target", KERNEL_TARGET])
             .current_dir(workspace_root()),
         "cargo build (kernel)",
     )

@@ -75,17 +75,12 @@ fn main() -> ExitCode {
 
 /// The workspace root (xtask's manifest is one level down).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 /// Runs a command, turning a non-zero exit into an error naming `what`.
 pub fn run_checked(cmd: &mut Command, what: &str) -> Fallible<()> {
-    let status = cmd
-        .status()
-        .map_err(|e| format!("{what}: could not start {:?}: {e}", cmd.get_program()))?;
+    let status = cmd.status().map_err(|e| format!("{what}: could not start {:?}: {e}", cmd.get_program()))?;
     if status.success() {
         Ok(())
     } else {
@@ -100,9 +95,7 @@ pub struct Options {
 
 impl Options {
     pub fn new(args: &[String]) -> Self {
-        Self {
-            args: args.to_vec(),
-        }
+        Self { args: args.to_vec() }
     }
 
     /// Removes `--name` if present.
@@ -129,9 +122,7 @@ impl Options {
     pub fn finish(self) -> Fallible<()> {
         match self.args.first() {
             None => Ok(()),
-            Some(a) => Err(format!(
-                "unexpected argument {a:?} (see `cargo xtask help`)"
-            )),
+            Some(a) => Err(format!("unexpected argument {a:?} (see `cargo xtask help`)")),
         }
     }
 }

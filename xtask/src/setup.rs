@@ -7,14 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Debian packages: QEMU, OVMF, Bochs with its `term` display and BIOSes.
-pub const APT_PACKAGES: &[&str] = &[
-    "qemu-system-x86",
-    "ovmf",
-    "bochs",
-    "bochs-term",
-    "bochsbios",
-    "vgabios",
-];
+pub const APT_PACKAGES: &[&str] = &["qemu-system-x86", "ovmf", "bochs", "bochs-term", "bochsbios", "vgabios"];
 
 /// The nightly the `bootloader` image builder is known to build with
 /// (REFERENCE.md §5: bootloader 0.11.15 and nightly 2026-05-19).
@@ -30,14 +23,8 @@ pub fn ensure_emulators() -> Fallible<()> {
         (paths::BOCHS, which(paths::BOCHS).is_some()),
         (paths::OVMF, Path::new(paths::OVMF).exists()),
         (paths::BOCHS_BIOS, Path::new(paths::BOCHS_BIOS).exists()),
-        (
-            paths::BOCHS_VGABIOS,
-            Path::new(paths::BOCHS_VGABIOS).exists(),
-        ),
-        (
-            paths::BOCHS_TERM_PLUGIN,
-            Path::new(paths::BOCHS_TERM_PLUGIN).exists(),
-        ),
+        (paths::BOCHS_VGABIOS, Path::new(paths::BOCHS_VGABIOS).exists()),
+        (paths::BOCHS_TERM_PLUGIN, Path::new(paths::BOCHS_TERM_PLUGIN).exists()),
     ]
     .into_iter()
     .filter(|(_, present)| !present)
@@ -46,24 +33,12 @@ pub fn ensure_emulators() -> Fallible<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let command = format!(
-        "apt-get update && apt-get install -y {}",
-        APT_PACKAGES.join(" ")
-    );
+    let command = format!("apt-get update && apt-get install -y {}", APT_PACKAGES.join(" "));
     if !is_root() {
-        return Err(format!(
-            "missing {}; install them with:\n    sudo sh -c '{command}'",
-            missing.join(", ")
-        ));
+        return Err(format!("missing {}; install them with:\n    sudo sh -c '{command}'", missing.join(", ")));
     }
-    eprintln!(
-        "xtask: missing {}; installing: {command}",
-        missing.join(", ")
-    );
-    run_checked(
-        Command::new("apt-get").arg("update").arg("-q"),
-        "apt-get update",
-    )?;
+    eprintln!("xtask: missing {}; installing: {command}", missing.join(", "));
+    run_checked(Command::new("apt-get").arg("update").arg("-q"), "apt-get update")?;
     run_checked(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -75,29 +50,16 @@ pub fn ensure_emulators() -> Fallible<()> {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
 pub fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
 }
 
 fn rustup(args: &[&str]) -> Fallible<()> {
     eprintln!("xtask: rustup {}", args.join(" "));
-    run_checked(
-        Command::new("rustup")
-            .args(args)
-            .current_dir(workspace_root()),
-        "rustup",
-    )
+    run_checked(Command::new("rustup").args(args).current_dir(workspace_root()), "rustup")
 }
 
 fn sysroot(toolchain: Option<&str>) -> Option<PathBuf> {
@@ -105,14 +67,8 @@ fn sysroot(toolchain: Option<&str>) -> Option<PathBuf> {
     if let Some(t) = toolchain {
         cmd.arg(format!("+{t}"));
     }
-    let out = cmd
-        .args(["--print", "sysroot"])
-        .current_dir(workspace_root())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    let out = cmd.args(["--print", "sysroot"]).current_dir(workspace_root()).output().ok()?;
+    out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 /// The pinned stable toolchain (rust-toolchain.toml) gets the kernel target.
@@ -150,14 +106,7 @@ pub fn ensure_nightly() -> Fallible<String> {
     let has_src = root.join("lib/rustlib/src/rust/library").exists();
     let has_llvm_tools = llvm_objcopy_in(&root).exists();
     if !has_src || !has_llvm_tools {
-        rustup(&[
-            "component",
-            "add",
-            "rust-src",
-            "llvm-tools-preview",
-            "--toolchain",
-            &name,
-        ])?;
+        rustup(&["component", "add", "rust-src", "llvm-tools-preview", "--toolchain", &name])?;
     }
     Ok(name)
 }
@@ -173,9 +122,6 @@ pub fn llvm_objcopy(nightly: &str) -> Fallible<PathBuf> {
     if tool.exists() {
         Ok(tool)
     } else {
-        Err(format!(
-            "{} is missing (rustup component add llvm-tools-preview --toolchain {nightly})",
-            tool.display()
-        ))
+        Err(format!("{} is missing (rustup component add llvm-tools-preview --toolchain {nightly})", tool.display()))
     }
 }

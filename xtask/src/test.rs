@@ -16,12 +16,8 @@ pub fn test(args: &[String]) -> Fallible<bool> {
     let filter = o.value(&["--filter"])?;
     let no_host = o.flag("--no-host");
     let jobs = match o.value(&["--jobs"])? {
-        None => std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .min(2),
-        Some(j) => j
-            .parse()
-            .map_err(|_| format!("--jobs takes a number, not {j:?}"))?,
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()).min(2),
+        Some(j) => j.parse().map_err(|_| format!("--jobs takes a number, not {j:?}"))?,
     };
     o.finish()?;
     setup::ensure_emulators()?;
@@ -40,10 +36,8 @@ pub fn test(args: &[String]) -> Fallible<bool> {
         }
     }
 
-    let cases: Vec<_> = cases::all()
-        .into_iter()
-        .filter(|c| filter.as_deref().is_none_or(|f| c.name.contains(f)))
-        .collect();
+    let cases: Vec<_> =
+        cases::all().into_iter().filter(|c| filter.as_deref().is_none_or(|f| c.name.contains(f))).collect();
     if !cases.is_empty() {
         let builder = Builder::new()?;
         let mut images = HashMap::new();
@@ -61,18 +55,8 @@ pub fn test(args: &[String]) -> Fallible<bool> {
         } else {
             Err("not probed".into())
         };
-        println!(
-            "e2e: {} cases on {jobs} parallel jobs; run files in {}",
-            cases.len(),
-            run_root.display()
-        );
-        let report = |r: &CaseResult| {
-            record(
-                &format!("e2e/{}", r.name),
-                &r.outcome,
-                Some(r.elapsed.as_secs_f64()),
-            )
-        };
+        println!("e2e: {} cases on {jobs} parallel jobs; run files in {}", cases.len(), run_root.display());
+        let report = |r: &CaseResult| record(&format!("e2e/{}", r.name), &r.outcome, Some(r.elapsed.as_secs_f64()));
         cases::run_all(&cases, &images, &run_root, &kvm, jobs, &report);
     }
 
@@ -96,8 +80,7 @@ fn host_tests() -> Fallible<Vec<(String, Outcome)>> {
         .spawn()
         .map_err(|e| format!("cargo test: {e}"))?;
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut reader, &mut text)
-        .map_err(|e| format!("reading cargo test output: {e}"))?;
+    std::io::Read::read_to_string(&mut reader, &mut text).map_err(|e| format!("reading cargo test output: {e}"))?;
     let status = child.wait().map_err(|e| format!("cargo test: {e}"))?;
     let log = build_dir().join("host-tests.log");
     std::fs::create_dir_all(build_dir()).map_err(|e| e.to_string())?;
@@ -107,22 +90,10 @@ fn host_tests() -> Fallible<Vec<(String, Outcome)>> {
     let any_failed = results.iter().any(|(_, o)| matches!(o, Outcome::Fail(_)));
     if !status.success() && !any_failed {
         // Nothing failed by name: the build itself broke.
-        let tail: Vec<&str> = text
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
         results.push((
             "host/cargo-test".into(),
-            Outcome::Fail(format!(
-                "cargo test exited with {} (log: {})\n{}",
-                status,
-                log.display(),
-                tail.join("\n")
-            )),
+            Outcome::Fail(format!("cargo test exited with {} (log: {})\n{}", status, log.display(), tail.join("\n"))),
         ));
     }
     Ok(results)
@@ -138,10 +109,7 @@ fn parse_test_output(text: &str) -> Vec<(String, Outcome)> {
             // `Running unittests src/lib.rs (target/debug/deps/pmu-0123abcd)`
             if let Some(bin) = rest.rsplit('/').next() {
                 let bin = bin.trim_end_matches(')');
-                krate = bin
-                    .rsplit_once('-')
-                    .map_or(bin, |(name, _hash)| name)
-                    .to_string();
+                krate = bin.rsplit_once('-').map_or(bin, |(name, _hash)| name).to_string();
             }
         } else if let Some(rest) = line.strip_prefix("Doc-tests ") {
             krate = format!("{}-doc", rest.trim());
@@ -152,10 +120,9 @@ fn parse_test_output(text: &str) -> Vec<(String, Outcome)> {
             let outcome = match status.trim() {
                 "ok" => Outcome::Pass,
                 "FAILED" => Outcome::Fail("see build/host-tests.log".into()),
-                s if s.starts_with("ignored") => Outcome::Skip(format!(
-                    "#[ignore]d {}",
-                    s.trim_start_matches("ignored").trim_start_matches(", ")
-                )),
+                s if s.starts_with("ignored") => {
+                    Outcome::Skip(format!("#[ignore]d {}", s.trim_start_matches("ignored").trim_start_matches(", ")))
+                }
                 _ => continue,
             };
             results.push((format!("host/{krate}/{name}"), outcome));

@@ -34,8 +34,7 @@ pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
         let stack_start = VirtAddr::from_ptr(&raw const CRITICAL_STACK);
-        tss.interrupt_stack_table[CRITICAL_IST_INDEX as usize] =
-            stack_start + IST_STACK_SIZE as u64;
+        tss.interrupt_stack_table[CRITICAL_IST_INDEX as usize] = stack_start + IST_STACK_SIZE as u64;
         tss
     });
     let (gdt, selectors) = GDT.call_once(|| {

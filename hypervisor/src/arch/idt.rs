@@ -164,15 +164,9 @@ pub fn init() {
         // NMI, #DF and #MC may arrive on a broken stack: give them the IST stack.
         // SAFETY: as above; CRITICAL_IST_INDEX is a valid IST slot set up by gdt::init.
         unsafe {
-            idt.non_maskable_interrupt
-                .set_handler_addr(stub(2))
-                .set_stack_index(CRITICAL_IST_INDEX);
-            idt.double_fault
-                .set_handler_addr(stub(8))
-                .set_stack_index(CRITICAL_IST_INDEX);
-            idt.machine_check
-                .set_handler_addr(stub(18))
-                .set_stack_index(CRITICAL_IST_INDEX);
+            idt.non_maskable_interrupt.set_handler_addr(stub(2)).set_stack_index(CRITICAL_IST_INDEX);
+            idt.double_fault.set_handler_addr(stub(8)).set_stack_index(CRITICAL_IST_INDEX);
+            idt.machine_check.set_handler_addr(stub(18)).set_stack_index(CRITICAL_IST_INDEX);
         }
         idt
     });
@@ -237,20 +231,8 @@ fn report(f: &ExceptionFrame) {
         Cr3::read_raw().0.start_address().as_u64(),
         Cr4::read_raw()
     ));
-    out(format_args!(
-        "  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}\n",
-        f.rax, f.rbx, f.rcx, f.rdx
-    ));
-    out(format_args!(
-        "  RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}\n",
-        f.rsi, f.rdi, f.rbp, f.r8
-    ));
-    out(format_args!(
-        "  R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}\n",
-        f.r9, f.r10, f.r11, f.r12
-    ));
-    out(format_args!(
-        "  R13 {:#018x}  R14 {:#018x}  R15 {:#018x}\n",
-        f.r13, f.r14, f.r15
-    ));
+    out(format_args!("  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}\n", f.rax, f.rbx, f.rcx, f.rdx));
+    out(format_args!("  RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}\n", f.rsi, f.rdi, f.rbp, f.r8));
+    out(format_args!("  R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}\n", f.r9, f.r10, f.r11, f.r12));
+    out(format_args!("  R13 {:#018x}  R14 {:#018x}  R15 {:#018x}\n", f.r13, f.r14, f.r15));
 }

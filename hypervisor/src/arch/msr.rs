@@ -62,19 +62,10 @@ unsafe extern "C" {
 /// is one of the fault-tolerant MSR instructions above.
 pub fn fixup_for(rip: u64) -> Option<u64> {
     let table = [
-        (
-            &raw const perfvisor_rdmsr_insn,
-            &raw const perfvisor_rdmsr_fixup,
-        ),
-        (
-            &raw const perfvisor_wrmsr_insn,
-            &raw const perfvisor_wrmsr_fixup,
-        ),
+        (&raw const perfvisor_rdmsr_insn, &raw const perfvisor_rdmsr_fixup),
+        (&raw const perfvisor_wrmsr_insn, &raw const perfvisor_wrmsr_fixup),
     ];
-    table
-        .iter()
-        .find(|(insn, _)| *insn as u64 == rip)
-        .map(|(_, fixup)| *fixup as u64)
+    table.iter().find(|(insn, _)| *insn as u64 == rip).map(|(_, fixup)| *fixup as u64)
 }
 
 /// Reads an MSR; a #GP (no such MSR) becomes `Err`.

@@ -68,8 +68,7 @@ fault_stub!(general_protection, 13, pushes_error_code = 1);
 fault_stub!(page_fault, 14, pushes_error_code = 1);
 
 extern "C" fn unexpected_fault(vector: u64, rip: u64, error_code: u64) -> ! {
-    let msg =
-        crate::fmt!("unexpected exception {vector} at RIP {rip:#x}, error code {error_code:#x}\n");
+    let msg = crate::fmt!("unexpected exception {vector} at RIP {rip:#x}, error code {error_code:#x}\n");
     crate::hypercall::write(msg.as_str());
     crate::hypercall::exit(99)
 }
@@ -93,8 +92,7 @@ pub fn init() {
         idt.divide_error.set_handler_addr(addr(divide_error));
         idt.invalid_opcode.set_handler_addr(addr(invalid_opcode));
         idt.double_fault.set_handler_addr(addr(double_fault));
-        idt.general_protection_fault
-            .set_handler_addr(addr(general_protection));
+        idt.general_protection_fault.set_handler_addr(addr(general_protection));
         idt.page_fault.set_handler_addr(addr(page_fault));
         idt.load_unsafe();
     }

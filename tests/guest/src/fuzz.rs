@@ -6,7 +6,7 @@ use crate::faults::{rdmsr, wrmsr};
 use crate::fmt;
 use crate::hypercall;
 
-pub const SEED: u64 = 0x5eed_0f_f022;
+pub const SEED: u64 = 0x005e_ed0f_f022;
 const ACCESSES: u64 = 100_000;
 
 /// The PMU MSRs and their neighbours (IA32_DEBUGCTL left out: writing its

@@ -16,22 +16,13 @@ pub fn vmcall(call: u64, a: [u64; 5]) -> u64 {
 }
 
 pub fn write(s: &str) -> u64 {
-    vmcall(
-        Hypercall::Write as u64,
-        [s.as_ptr() as u64, s.len() as u64, 0, 0, 0],
-    )
+    vmcall(Hypercall::Write as u64, [s.as_ptr() as u64, s.len() as u64, 0, 0, 0])
 }
 
 pub fn report(status: TestStatus, name: &str, why: &str) {
     vmcall(
         Hypercall::ReportTest as u64,
-        [
-            status as u64,
-            name.as_ptr() as u64,
-            name.len() as u64,
-            why.as_ptr() as u64,
-            why.len() as u64,
-        ],
+        [status as u64, name.as_ptr() as u64, name.len() as u64, why.as_ptr() as u64, why.len() as u64],
     );
 }
 
@@ -56,10 +47,7 @@ pub struct Buf {
 
 impl Buf {
     pub const fn new() -> Self {
-        Self {
-            bytes: [0; 256],
-            len: 0,
-        }
+        Self { bytes: [0; 256], len: 0 }
     }
 
     pub fn as_str(&self) -> &str {

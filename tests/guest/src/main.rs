@@ -30,23 +30,16 @@ extern "C" fn _start(info: *const BootInfo) -> ! {
     match Scenario::from_raw(info.scenario) {
         Some(Scenario::Suite) => hypercall::exit(u64::from(suite::run(info) != 0)),
         Some(Scenario::EptViolation) => {
-            hypercall::write(
-                fmt!("reading hypervisor memory at {:#x}\n", info.hypervisor_page).as_str(),
-            );
+            hypercall::write(fmt!("reading hypervisor memory at {:#x}\n", info.hypervisor_page).as_str());
             // SAFETY: deliberately touches memory the guest must not reach:
             // perfvisor stops the guest with an EPT violation before this returns.
             let v = unsafe { core::ptr::read_volatile(info.hypervisor_page as *const u64) };
-            hypercall::write(
-                fmt!("ISOLATION BROKEN: read {v:#x} from hypervisor memory\n").as_str(),
-            );
+            hypercall::write(fmt!("ISOLATION BROKEN: read {v:#x} from hypervisor memory\n").as_str());
             hypercall::exit(97)
         }
         Some(Scenario::TripleFault) => {
             hypercall::write("triple-faulting: empty IDT, then ud2\n");
-            let empty = x86_64::structures::DescriptorTablePointer {
-                limit: 0,
-                base: x86_64::VirtAddr::new(0),
-            };
+            let empty = x86_64::structures::DescriptorTablePointer { limit: 0, base: x86_64::VirtAddr::new(0) };
             // SAFETY: deliberately unrecoverable: #UD cannot be delivered, nor
             // the #DF that follows, so the CPU triple-faults (a VM exit).
             unsafe {

@@ -13,7 +13,9 @@ use pmu::layout::{evtsel, status};
 use pmu::msr::*;
 use pmu::{ArchPerfmon, CpuidRegs};
 
-/// A check's result: pass, fail with why, or skip with why.
+/// A check's result: pass, fail with why, or skip with why. (The guest has
+/// no allocator: a failure carries its message in a fixed buffer.)
+#[allow(clippy::large_enum_variant)]
 pub enum Check {
     Pass,
     Fail(Buf),
@@ -75,7 +77,12 @@ pub fn cpuid_and_counters_exist(p: &Pmu) -> Check {
     }
     for i in 0..16 {
         let exists = p.arch.fixed.contains(i);
-        ensure!(rdmsr(IA32_FIXED_CTR0 + i).is_ok() == exists, "IA32_FIXED_CTR{i}: exists {} (set {})", !exists, p.arch.fixed);
+        ensure!(
+            rdmsr(IA32_FIXED_CTR0 + i).is_ok() == exists,
+            "IA32_FIXED_CTR{i}: exists {} (set {})",
+            !exists,
+            p.arch.fixed
+        );
     }
     Check::Pass
 }
@@ -148,7 +155,10 @@ pub fn values_survive_exits_and_switches(p: &Pmu) -> Check {
     let counter = |i: u32| 0x1000 + u64::from(i) * 0x111;
     let selector = |i: u32| 0x0041_0000 | u64::from(0xc0 + i); // USR|INT, EN clear
     for i in 0..p.gp() {
-        ensure!(write(IA32_PMC0 + i, counter(i)).is_ok() && write(IA32_PERFEVTSEL0 + i, selector(i)).is_ok(), "GP{i} write faulted");
+        ensure!(
+            write(IA32_PMC0 + i, counter(i)).is_ok() && write(IA32_PERFEVTSEL0 + i, selector(i)).is_ok(),
+            "GP{i} write faulted"
+        );
     }
     for i in p.arch.fixed.iter() {
         ensure!(write(IA32_FIXED_CTR0 + i, counter(16 + i)).is_ok(), "FC{i} write faulted");
@@ -156,7 +166,10 @@ pub fn values_survive_exits_and_switches(p: &Pmu) -> Check {
     for _ in 0..10_000 {
         core::hint::black_box(__cpuid_count(0, 0));
     }
-    ensure!(hypercall::vmcall(Hypercall::PmuSwitch as u64, [0; 5]) != HYPERCALL_ERROR, "the PMU switch lost the other context's values");
+    ensure!(
+        hypercall::vmcall(Hypercall::PmuSwitch as u64, [0; 5]) != HYPERCALL_ERROR,
+        "the PMU switch lost the other context's values"
+    );
     for i in 0..p.gp() {
         ensure!(rdmsr(IA32_PMC0 + i) == Ok(counter(i)), "PMC{i} = {:x?} after the exits", rdmsr(IA32_PMC0 + i));
         ensure!(rdmsr(IA32_PERFEVTSEL0 + i) == Ok(selector(i)), "PERFEVTSEL{i} = {:x?}", rdmsr(IA32_PERFEVTSEL0 + i));
@@ -199,7 +212,8 @@ pub fn counts_instructions(p: &Pmu) -> Check {
 /// Runs every check; returns (failed, names run).
 pub fn run(mut report: impl FnMut(&str, Check)) {
     let p = Pmu::detect();
-    let checks: [(&str, fn(&Pmu) -> Check); 7] = [
+    type NamedCheck = (&'static str, fn(&Pmu) -> Check);
+    let checks: [NamedCheck; 7] = [
         ("pmu_cpuid_and_counters_exist", cpuid_and_counters_exist),
         ("pmu_global_ctrl_reset_value", global_ctrl_reset_value),
         ("pmu_reserved_bits_gp", reserved_bits_gp),

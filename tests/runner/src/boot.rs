@@ -71,8 +71,7 @@ pub fn boot(spec: &BootSpec) -> Result<BootOutcome, String> {
     // A per-run copy: Bochs locks its image (a killed run leaves IMG.lock)
     // and QEMU takes a write lock, so runs never share one.
     let disk = dir.join("disk.img");
-    fs::copy(&spec.image, &disk)
-        .map_err(|e| format!("copying image {}: {e}", spec.image.display()))?;
+    fs::copy(&spec.image, &disk).map_err(|e| format!("copying image {}: {e}", spec.image.display()))?;
     let serial_path = dir.join(SERIAL_LOG);
     fs::write(&serial_path, b"").map_err(|e| format!("creating {}: {e}", serial_path.display()))?;
 
@@ -85,9 +84,7 @@ pub fn boot(spec: &BootSpec) -> Result<BootOutcome, String> {
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
 
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("starting {} ({:?}): {e}", spec.emulator, cmd.get_program()))?;
+    let mut child = cmd.spawn().map_err(|e| format!("starting {} ({:?}): {e}", spec.emulator, cmd.get_program()))?;
     let mut follower = SerialFollower::new(&serial_path, spec.echo, &spec.watch);
     let status = loop {
         follower.poll(start.elapsed());
@@ -110,32 +107,19 @@ pub fn boot(spec: &BootSpec) -> Result<BootOutcome, String> {
         None => Verdict::Timeout,
         Some(_) => judge(&spec.emulator, exit_code, &serial, dir),
     };
-    Ok(BootOutcome {
-        verdict,
-        exit_code,
-        serial,
-        elapsed,
-        seen_at: follower.seen_at,
-        run_dir: dir.clone(),
-    })
+    Ok(BootOutcome { verdict, exit_code, serial, elapsed, seen_at: follower.seen_at, run_dir: dir.clone() })
 }
 
 /// Combines the exit code with the console: both must say the same thing.
 fn judge(emulator: &Emulator, code: Option<i32>, serial: &str, dir: &Path) -> Verdict {
     let codes = emulator.verdict_codes();
     let pass_line = serial.lines().any(|l| l.trim_end() == VERDICT_PASS_LINE);
-    let fail_line = serial
-        .lines()
-        .find_map(|l| l.trim_end().strip_prefix(VERDICT_FAIL_LINE));
+    let fail_line = serial.lines().find_map(|l| l.trim_end().strip_prefix(VERDICT_FAIL_LINE));
     match (code, pass_line, fail_line) {
         (Some(c), true, None) if c == codes.pass => Verdict::Pass,
-        (Some(c), false, Some(reason)) if c == codes.fail => Verdict::Fail(
-            reason
-                .trim()
-                .trim_start_matches('(')
-                .trim_end_matches(')')
-                .to_string(),
-        ),
+        (Some(c), false, Some(reason)) if c == codes.fail => {
+            Verdict::Fail(reason.trim().trim_start_matches('(').trim_end_matches(')').to_string())
+        }
         (code, pass, fail) => Verdict::Broken(format!(
             "{emulator} exited with {} but the console {} (emulator output: {})",
             code.map_or("a signal".to_string(), |c| format!("code {c}")),
@@ -161,13 +145,7 @@ struct SerialFollower<'a> {
 
 impl<'a> SerialFollower<'a> {
     fn new(path: &'a Path, echo: bool, watch: &'a [String]) -> Self {
-        Self {
-            path,
-            bytes: Vec::new(),
-            echo,
-            watch,
-            seen_at: vec![None; watch.len()],
-        }
+        Self { path, bytes: Vec::new(), echo, watch, seen_at: vec![None; watch.len()] }
     }
 
     fn poll(&mut self, now: Duration) {
@@ -176,9 +154,7 @@ impl<'a> SerialFollower<'a> {
         };
         let mut fresh = Vec::new();
         use std::io::Seek;
-        if file
-            .seek(std::io::SeekFrom::Start(self.bytes.len() as u64))
-            .is_err()
+        if file.seek(std::io::SeekFrom::Start(self.bytes.len() as u64)).is_err()
             || file.read_to_end(&mut fresh).is_err()
             || fresh.is_empty()
         {
@@ -211,46 +187,23 @@ mod tests {
     use super::*;
 
     fn qemu() -> Emulator {
-        Emulator::Qemu {
-            kvm: false,
-            cpu: None,
-        }
+        Emulator::Qemu { kvm: false, cpu: None }
     }
 
     #[test]
     fn pass_needs_pass_code_and_pass_line() {
         let dir = Path::new("/tmp");
-        assert_eq!(
-            judge(&qemu(), Some(33), "x\nperfvisor: verdict PASS\n", dir),
-            Verdict::Pass
-        );
-        assert!(matches!(
-            judge(&qemu(), Some(33), "no verdict\n", dir),
-            Verdict::Broken(_)
-        ));
-        assert!(matches!(
-            judge(&qemu(), Some(35), "perfvisor: verdict PASS\n", dir),
-            Verdict::Broken(_)
-        ));
+        assert_eq!(judge(&qemu(), Some(33), "x\nperfvisor: verdict PASS\n", dir), Verdict::Pass);
+        assert!(matches!(judge(&qemu(), Some(33), "no verdict\n", dir), Verdict::Broken(_)));
+        assert!(matches!(judge(&qemu(), Some(35), "perfvisor: verdict PASS\n", dir), Verdict::Broken(_)));
     }
 
     #[test]
     fn fail_reason_is_extracted() {
-        let bochs = Emulator::Bochs {
-            model: "tigerlake".into(),
-            msrs: None,
-        };
-        let v = judge(
-            &bochs,
-            Some(1),
-            "perfvisor: verdict FAIL (no VMX)\n",
-            Path::new("/tmp"),
-        );
+        let bochs = Emulator::Bochs { model: "tigerlake".into(), msrs: None };
+        let v = judge(&bochs, Some(1), "perfvisor: verdict FAIL (no VMX)\n", Path::new("/tmp"));
         assert_eq!(v, Verdict::Fail("no VMX".into()));
         // Bochs exits 1 for its own panics too: without the line it is no verdict.
-        assert!(matches!(
-            judge(&bochs, Some(1), "", Path::new("/tmp")),
-            Verdict::Broken(_)
-        ));
+        assert!(matches!(judge(&bochs, Some(1), "", Path::new("/tmp")), Verdict::Broken(_)));
     }
 }

@@ -44,6 +44,8 @@ pub struct Case {
     pub guest: GuestImage,
     /// The guest runs its test suite: each `TEST name ... ok` line is a case.
     pub guest_suite: bool,
+    /// Boot twice; the console line starting with this must be identical.
+    pub repeatable_line: Option<&'static str>,
     pub expect: Expect,
     /// Substrings that must each appear in some console line.
     pub lines: &'static [&'static str],
@@ -55,16 +57,15 @@ pub struct Case {
 pub type ImageKey = (Firmware, Option<&'static str>, GuestImage);
 
 fn bochs(model: &str) -> Emulator {
-    Emulator::Bochs {
-        model: model.to_string(),
-        msrs: None,
-    }
+    Emulator::Bochs { model: model.to_string(), msrs: None }
 }
 
-const TCG: Emulator = Emulator::Qemu {
-    kvm: false,
-    cpu: None,
-};
+/// Bochs with the model's PMU MSRs as registers (tests/bochs/<model>.msrs).
+fn bochs_pmu(model: &str) -> Emulator {
+    Emulator::Bochs { model: model.to_string(), msrs: Some(crate::bochs_msrs::path(model).into()) }
+}
+
+const TCG: Emulator = Emulator::Qemu { kvm: false, cpu: None };
 
 const VMX_ROOT: &str = "vmx: entered VMX root mode";
 const NO_VMX: &str = "vmx: VMX is not available: CPUID.1:ECX.VMX[bit 5] = 0";
@@ -81,11 +82,12 @@ pub fn all() -> Vec<Case> {
     vec![
         Case {
             name: "bochs-skylake-x-uefi",
-            emulator: bochs("corei7_skylake_x"),
+            emulator: bochs_pmu("corei7_skylake_x"),
             firmware: Firmware::Uefi,
             config: None,
             guest: GuestImage::TestKernel,
             guest_suite: true,
+            repeatable_line: None,
             expect: Expect::Pass,
             lines: &[
                 "perfvisor 0.1.0 (ABI 1): hypervisor starting",
@@ -99,11 +101,12 @@ pub fn all() -> Vec<Case> {
         },
         Case {
             name: "bochs-skylake-x-bios",
-            emulator: bochs("corei7_skylake_x"),
+            emulator: bochs_pmu("corei7_skylake_x"),
             firmware: Firmware::Bios,
             config: None,
             guest: GuestImage::TestKernel,
             guest_suite: true,
+            repeatable_line: None,
             expect: Expect::Pass,
             lines: &[
                 "cpu: GenuineIntel family 0x6 model 0x55",
@@ -115,25 +118,30 @@ pub fn all() -> Vec<Case> {
                 "vmx: control load IA32_PERF_GLOBAL_CTRL on exit: yes",
                 "pmu: version 4, 4 GP counters x 48 bits, fixed counters {0,1,2} x 48 bits",
                 // Bochs sets PDCM but has no MSR 0x345: the #GP must be caught.
-                "pmu: IA32_PERF_CAPABILITIES (MSR 0x345) read raised #GP",
                 VMX_ROOT,
+                "pmu: vPMU mode Fallback: host PMU v4",
+                "pmu: the guest sees version 4, 4 GP counters x 48 bits, fixed counters {0,1,2} x 48 bits",
             ],
             timeout: BOCHS_BIOS_LIMIT,
             needs: Needs::Nothing,
         },
         Case {
             name: "bochs-tigerlake-bios",
-            emulator: bochs("tigerlake"),
+            emulator: bochs_pmu("tigerlake"),
             firmware: Firmware::Bios,
             config: None,
             guest: GuestImage::TestKernel,
             guest_suite: true,
+            repeatable_line: None,
             expect: Expect::Pass,
             lines: &[
                 "cpu: GenuineIntel",
                 "pmu: CPUID.0AH eax=0x08300805 ebx=0x00000000 ecx=0x0000000f edx=0x00008604",
                 "pmu: version 5, 8 GP counters x 48 bits, fixed counters {0,1,2,3} x 48 bits",
                 VMX_ROOT,
+                "pmu: vPMU mode Fallback: host PMU v5, but IA32_PERF_GLOBAL_STATUS_SET/RESET do not act on GLOBAL_STATUS",
+                "pmu: the guest sees version 5, 8 GP counters x 48 bits, fixed counters {0,1,2,3} x 48 bits",
+                "pmu: guest context put; the PMU is parked",
             ],
             timeout: BOCHS_BIOS_LIMIT,
             needs: Needs::Nothing,
@@ -145,6 +153,7 @@ pub fn all() -> Vec<Case> {
             config: None,
             guest: GuestImage::TestKernel,
             guest_suite: false,
+            repeatable_line: None,
             expect: Expect::Fail("no VMX"),
             lines: &["perfvisor 0.1.0 (ABI 1): hypervisor starting", NO_VMX],
             timeout: QEMU_LIMIT,
@@ -157,6 +166,7 @@ pub fn all() -> Vec<Case> {
             config: None,
             guest: GuestImage::TestKernel,
             guest_suite: false,
+            repeatable_line: None,
             expect: Expect::Fail("no VMX"),
             lines: &["perfvisor 0.1.0 (ABI 1): hypervisor starting", NO_VMX],
             timeout: QEMU_LIMIT,
@@ -169,6 +179,7 @@ pub fn all() -> Vec<Case> {
             config: Some("selftest=panic\n"),
             guest: GuestImage::TestKernel,
             guest_suite: false,
+            repeatable_line: None,
             expect: Expect::Fail("panic"),
             lines: &[
                 "config: 15 bytes read from the ramdisk",
@@ -185,6 +196,7 @@ pub fn all() -> Vec<Case> {
             config: Some("log=debug\nselftest=exception\n"),
             guest: GuestImage::TestKernel,
             guest_suite: false,
+            repeatable_line: None,
             expect: Expect::Fail("unhandled CPU exception"),
             lines: &[
                 "boot: log level DEBUG",
@@ -204,8 +216,9 @@ pub fn all() -> Vec<Case> {
             config: Some("log=info\nfrobnicate=1\n"),
             guest: GuestImage::TestKernel,
             guest_suite: false,
+            repeatable_line: None,
             expect: Expect::Fail("bad boot config"),
-            lines: &["config: line 2: \"frobnicate=1\": unknown key (known: log, selftest, guest)"],
+            lines: &["config: line 2: \"frobnicate=1\": unknown key (known: log, selftest, guest, vpmu)"],
             timeout: QEMU_LIMIT,
             needs: Needs::Nothing,
         },
@@ -216,6 +229,7 @@ pub fn all() -> Vec<Case> {
             config: Some("guest=ept-violation\n"),
             guest: GuestImage::TestKernel,
             guest_suite: false,
+            repeatable_line: None,
             expect: Expect::Fail("guest stopped: EPT violation"),
             lines: &[
                 "guest: reading hypervisor memory at 0x",
@@ -232,6 +246,7 @@ pub fn all() -> Vec<Case> {
             config: Some("guest=triple-fault\n"),
             guest: GuestImage::TestKernel,
             guest_suite: false,
+            repeatable_line: None,
             expect: Expect::Fail("guest stopped: triple fault"),
             lines: &["vmx: the guest triple-faulted (RIP 0x", "VMCS dump:", "GuestRip", "triple fault"],
             timeout: BOCHS_BIOS_LIMIT,
@@ -244,6 +259,7 @@ pub fn all() -> Vec<Case> {
             config: Some("guest=exit-status\n"),
             guest: GuestImage::TestKernel,
             guest_suite: false,
+            repeatable_line: None,
             expect: Expect::Fail("guest exit status 3"),
             lines: &["guest: exited with status 3", "VMCALL"],
             timeout: BOCHS_BIOS_LIMIT,
@@ -256,6 +272,7 @@ pub fn all() -> Vec<Case> {
             config: None,
             guest: GuestImage::None,
             guest_suite: false,
+            repeatable_line: None,
             expect: Expect::Fail("no guest image"),
             lines: &[VMX_ROOT, "guest: the ramdisk has no guest image"],
             timeout: BOCHS_BIOS_LIMIT,
@@ -268,8 +285,53 @@ pub fn all() -> Vec<Case> {
             config: None,
             guest: GuestImage::Malformed,
             guest_suite: false,
+            repeatable_line: None,
             expect: Expect::Fail("bad guest image"),
             lines: &["guest: the guest image (", "is unusable: not a valid ELF file"],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-tigerlake-no-pmu-msrs",
+            emulator: bochs("tigerlake"),
+            firmware: Firmware::Bios,
+            config: None,
+            guest: GuestImage::TestKernel,
+            guest_suite: true,
+            repeatable_line: None,
+            expect: Expect::Pass,
+            lines: &[
+                // Bochs sets PDCM but has no MSR 0x345 without the msrs file: the #GP must be caught.
+                "pmu: IA32_PERF_CAPABILITIES (MSR 0x345) read raised #GP",
+                "pmu: vPMU mode Off: CPUID.0AH advertises PMU version 5 but MSR 0xc1 raises #GP",
+                "pmu: the guest sees no architectural PMU",
+            ],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-pmu-fuzz",
+            emulator: bochs_pmu("tigerlake"),
+            firmware: Firmware::Bios,
+            config: Some("guest=pmu-fuzz\n"),
+            guest: GuestImage::TestKernel,
+            guest_suite: false,
+            repeatable_line: Some("guest: FUZZ seed "),
+            expect: Expect::Pass,
+            lines: &["guest: FUZZ seed 0x5eed0ff022: 100000 accesses", "guest: exited with status 0"],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-vpmu-mediated-refused",
+            emulator: bochs_pmu("corei7_skylake_x"),
+            firmware: Firmware::Bios,
+            config: Some("vpmu=mediated\n"),
+            guest: GuestImage::TestKernel,
+            guest_suite: false,
+            repeatable_line: None,
+            expect: Expect::Fail("vPMU configuration"),
+            lines: &["pmu: vpmu=mediated needs a working IA32_PERF_GLOBAL_STATUS_SET; this v4 host's has no effect"],
             timeout: BOCHS_BIOS_LIMIT,
             needs: Needs::Nothing,
         },
@@ -283,6 +345,7 @@ pub fn all() -> Vec<Case> {
             config: None,
             guest: GuestImage::TestKernel,
             guest_suite: true,
+            repeatable_line: None,
             expect: Expect::Pass,
             lines: &[VMX_ROOT],
             timeout: QEMU_LIMIT,
@@ -319,23 +382,12 @@ pub struct CaseResult {
 /// Runs one case: boot, then compare verdict and console with the
 /// expectation. A guest-suite case also yields one result per guest test
 /// (`<case>/<test>`), and fails if the guest's own count disagrees.
-pub fn run_case(
-    case: &Case,
-    image: &Path,
-    run_root: &Path,
-    kvm: &Result<(), String>,
-) -> Vec<CaseResult> {
+pub fn run_case(case: &Case, image: &Path, run_root: &Path, kvm: &Result<(), String>) -> Vec<CaseResult> {
     let started = Instant::now();
-    let result = |outcome| CaseResult {
-        name: case.name.to_string(),
-        outcome,
-        elapsed: started.elapsed(),
-    };
+    let result = |outcome| CaseResult { name: case.name.to_string(), outcome, elapsed: started.elapsed() };
     if case.needs == Needs::NestedKvm {
         if let Err(why) = kvm {
-            return vec![result(Outcome::Skip(format!(
-                "needs QEMU/KVM with nested VMX: {why}"
-            )))];
+            return vec![result(Outcome::Skip(format!("needs QEMU/KVM with nested VMX: {why}")))];
         }
     }
     let spec = BootSpec {
@@ -353,16 +405,23 @@ pub fn run_case(
         Ok(boot) => boot,
     };
     let mut problems = Vec::new();
+    if let Some(prefix) = case.repeatable_line {
+        let line = |serial: &str| serial.lines().find(|l| l.starts_with(prefix)).map(str::to_string);
+        let again = BootSpec { run_dir: run_root.join(format!("{}-again", case.name)), ..spec.clone() };
+        match boot_again(&again) {
+            Ok(serial) if line(&serial) == line(&boot.serial) => {}
+            Ok(serial) => {
+                problems.push(format!("a second boot gave {:?}, the first {:?}", line(&serial), line(&boot.serial)))
+            }
+            Err(e) => problems.push(format!("the second boot failed: {e}")),
+        }
+    }
     match (&case.expect, &boot.verdict) {
         (Expect::Pass, Verdict::Pass) => {}
         (Expect::Fail(want), Verdict::Fail(got)) if want == got => {}
         (expect, got) => problems.push(format!("expected verdict {expect:?}, got {got:?}")),
     }
-    if let Some(m) = case
-        .lines
-        .iter()
-        .find(|needle| !boot.serial.lines().any(|l| l.contains(*needle)))
-    {
+    if let Some(m) = case.lines.iter().find(|needle| !boot.serial.lines().any(|l| l.contains(*needle))) {
         problems.push(format!("console lacks {m:?}"));
     }
     let mut results = Vec::new();
@@ -370,19 +429,11 @@ pub fn run_case(
         let tests = guest_tests(&boot.serial);
         match guest_tests_done(&boot.serial) {
             Some(n) if n == tests.len() && n > 0 => {}
-            Some(n) => problems.push(format!(
-                "the guest says it ran {n} tests but reported {}",
-                tests.len()
-            )),
-            None => problems
-                .push("the guest never printed `TESTS DONE` (it did not finish its suite)".into()),
+            Some(n) => problems.push(format!("the guest says it ran {n} tests but reported {}", tests.len())),
+            None => problems.push("the guest never printed `TESTS DONE` (it did not finish its suite)".into()),
         }
         for (name, outcome) in tests {
-            results.push(CaseResult {
-                name: format!("{}/{name}", case.name),
-                outcome,
-                elapsed: Duration::ZERO,
-            });
+            results.push(CaseResult { name: format!("{}/{name}", case.name), outcome, elapsed: Duration::ZERO });
         }
     }
     let outcome = if problems.is_empty() {
@@ -401,6 +452,10 @@ pub fn run_case(
     results
 }
 
+fn boot_again(spec: &BootSpec) -> Result<String, String> {
+    boot(spec).map(|b| b.serial)
+}
+
 /// `TEST name ... ok|FAILED (why)|skipped (why)` lines, as the hypervisor
 /// prints the guest's ReportTest hypercalls.
 pub fn guest_tests(serial: &str) -> Vec<(String, Outcome)> {
@@ -410,12 +465,8 @@ pub fn guest_tests(serial: &str) -> Vec<(String, Outcome)> {
         .filter_map(|rest| rest.split_once(" ... "))
         .map(|(name, status)| {
             let reason = |prefix: &str| {
-                status
-                    .trim_start_matches(prefix)
-                    .trim()
-                    .trim_start_matches('(')
-                    .trim_end_matches(')')
-                    .to_string()
+                let r = status.trim_start_matches(prefix).trim();
+                r.strip_prefix('(').and_then(|r| r.strip_suffix(')')).unwrap_or(r).to_string()
             };
             let outcome = if status == "ok" {
                 Outcome::Pass
@@ -431,14 +482,7 @@ pub fn guest_tests(serial: &str) -> Vec<(String, Outcome)> {
 
 /// The count in the guest's closing `TESTS DONE N run, F failed` line.
 fn guest_tests_done(serial: &str) -> Option<usize> {
-    serial.lines().find_map(|l| {
-        l.split_once("TESTS DONE ")?
-            .1
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
+    serial.lines().find_map(|l| l.split_once("TESTS DONE ")?.1.split_whitespace().next()?.parse().ok())
 }
 
 /// Runs `cases` on `jobs` threads; `report` is called as each finishes.

@@ -17,20 +17,11 @@ pub fn probe(image: &Path, run_dir: &Path) -> Result<(), String> {
         .open("/dev/kvm")
         .map_err(|e| format!("/dev/kvm cannot be opened read-write ({e})"))?;
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    if !cpuinfo
-        .lines()
-        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "vmx"))
-    {
-        return Err(
-            "this host's CPU shows no `vmx` flag in /proc/cpuinfo, so KVM cannot give a guest VT-x"
-                .into(),
-        );
+    if !cpuinfo.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "vmx")) {
+        return Err("this host's CPU shows no `vmx` flag in /proc/cpuinfo, so KVM cannot give a guest VT-x".into());
     }
     let spec = BootSpec {
-        emulator: Emulator::Qemu {
-            kvm: true,
-            cpu: None,
-        },
+        emulator: Emulator::Qemu { kvm: true, cpu: None },
         firmware: Firmware::Bios,
         image: image.to_path_buf(),
         run_dir: run_dir.to_path_buf(),
@@ -47,10 +38,6 @@ pub fn probe(image: &Path, run_dir: &Path) -> Result<(), String> {
     Err(format!(
         "a probe boot under QEMU/KVM did not reach VMX root mode ({:?}){}",
         outcome.verdict,
-        qemu_said
-            .lines()
-            .next()
-            .map(|l| format!("; QEMU said: {l}"))
-            .unwrap_or_default()
+        qemu_said.lines().next().map(|l| format!("; QEMU said: {l}")).unwrap_or_default()
     ))
 }

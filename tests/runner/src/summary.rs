@@ -56,9 +56,6 @@ mod tests {
     #[test]
     fn case_lines() {
         assert_eq!(case_line("a", &Outcome::Pass, Some(1.25)), "PASS a [1.2 s]");
-        assert_eq!(
-            case_line("b", &Outcome::Skip("why".into()), None),
-            "SKIP b (why)"
-        );
+        assert_eq!(case_line("b", &Outcome::Skip("why".into()), None), "SKIP b (why)");
     }
 }
