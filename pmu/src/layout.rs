@@ -73,6 +73,21 @@ pub mod debugctl {
 }
 
 impl PmuLayout {
+    /// A typical Intel layout: 48-bit counters, PDCM set, AnyThread
+    /// deprecated from v5, and full-width writes when `fw_write`.
+    pub fn typical(version: u8, gp_counters: u8, fixed: u32, fw_write: bool) -> Self {
+        Self {
+            version,
+            gp_counters,
+            gp_width: 48,
+            fixed: FixedCounterSet(fixed),
+            fixed_width: 48,
+            anythread_deprecated: version >= 5,
+            pdcm: true,
+            perf_capabilities: if fw_write { PerfCapabilities::FW_WRITE } else { PerfCapabilities::empty() },
+        }
+    }
+
     /// The layout CPUID.0AH (plus PDCM and PERF_CAPABILITIES) describes.
     pub fn from_cpuid(p: &ArchPerfmon, pdcm: bool, perf_capabilities: u64) -> Self {
         Self {

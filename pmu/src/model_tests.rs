@@ -4,23 +4,9 @@ use crate::hw::{GpFault, PmuHardware, RDPMC_FIXED};
 use crate::layout::{debugctl, evtsel, fixed_ctrl, status, PmuLayout};
 use crate::model::{ArchEvent, ModelPmu, Ring};
 use crate::msr::*;
-use crate::{FixedCounterSet, PerfCapabilities};
 
 pub fn layout(version: u8, gp: u8, fixed: u32, fw_write: bool) -> PmuLayout {
-    let mut caps = PerfCapabilities::empty();
-    if fw_write {
-        caps |= PerfCapabilities::FW_WRITE;
-    }
-    PmuLayout {
-        version,
-        gp_counters: gp,
-        gp_width: 48,
-        fixed: FixedCounterSet(fixed),
-        fixed_width: 48,
-        anythread_deprecated: version >= 5,
-        pdcm: true,
-        perf_capabilities: caps,
-    }
+    PmuLayout::typical(version, gp, fixed, fw_write)
 }
 
 /// Skylake-SP-like: v4, 4 GP, FC0-2, full-width writes.

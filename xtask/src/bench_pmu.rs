@@ -7,19 +7,9 @@ use pmu::layout::{evtsel, PmuLayout};
 use pmu::model::{InstructionCounts, ModelPmu};
 use pmu::msr::{IA32_A_PMC0, IA32_FIXED_CTR0, IA32_FIXED_CTR_CTRL, IA32_PERFEVTSEL0};
 use pmu::vpmu::{Mode, VirtualPmu};
-use pmu::{FixedCounterSet, PerfCapabilities};
 
 fn host(version: u8, gp: u8, fixed: u32) -> PmuLayout {
-    PmuLayout {
-        version,
-        gp_counters: gp,
-        gp_width: 48,
-        fixed: FixedCounterSet(fixed),
-        fixed_width: 48,
-        anythread_deprecated: version >= 5,
-        pdcm: true,
-        perf_capabilities: PerfCapabilities::FW_WRITE,
-    }
+    PmuLayout::typical(version, gp, fixed, true)
 }
 
 fn delta(after: InstructionCounts, before: InstructionCounts) -> InstructionCounts {
