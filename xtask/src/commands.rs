@@ -273,3 +273,73 @@ pub fn msrs(args: &[String]) -> Fallible<bool> {
     }
     Ok(true)
 }
+
+/// `cargo xtask pmu-report`: the PMU conformance checks booted natively and
+/// as perfvisor's guest on the same machine, side by side. On an Intel box
+/// with KVM (or bare metal images) this shows whether the vPMU behaves as
+/// the real PMU does.
+pub fn pmu_report(args: &[String]) -> Fallible<bool> {
+    let mut o = Options::new(args);
+    let choice = o.value(&["--emulator"])?.unwrap_or_else(|| "auto".into());
+    let cpu = o.value(&["--cpu"])?;
+    o.finish()?;
+    setup::ensure_emulators()?;
+    let builder = Builder::new()?;
+    let bochs = |cpu: Option<String>| {
+        let model = cpu.unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into());
+        let msrs = default_msrs(&model);
+        Emulator::Bochs { model, msrs }
+    };
+    let emulator = match choice.as_str() {
+        "bochs" => bochs(cpu),
+        "qemu" | "auto" => match kvm_usable(&builder)? {
+            Ok(()) => Emulator::Qemu { kvm: true, cpu },
+            Err(why) if choice == "auto" => {
+                eprintln!("xtask: QEMU/KVM cannot run perfvisor here ({why}); using Bochs");
+                bochs(cpu)
+            }
+            Err(why) => return Err(format!("QEMU/KVM cannot run perfvisor here: {why}")),
+        },
+        other => return Err(format!("--emulator takes auto, qemu or bochs, not {other:?}")),
+    };
+    let mut columns = Vec::new();
+    for (label, guest) in [("native", GuestImage::NoHypervisor), ("perfvisor guest", GuestImage::TestKernel)] {
+        let image = builder.image(Firmware::Bios, None, guest)?;
+        let outcome = boot(&BootSpec {
+            emulator: emulator.clone(),
+            firmware: Firmware::Bios,
+            image,
+            run_dir: build_dir().join("runs").join(format!("pmu-report-{}", label.replace(' ', "-"))),
+            timeout: Duration::from_secs(180),
+            echo: false,
+            gdb: false,
+            watch: Vec::new(),
+        })?;
+        let tests: Vec<(String, perfvisor_runner::cases::Outcome)> =
+            perfvisor_runner::cases::guest_tests(&outcome.serial)
+                .into_iter()
+                .filter(|(name, _)| name.starts_with("pmu_"))
+                .collect();
+        columns.push((label, tests, outcome.verdict));
+    }
+    let show = |o: Option<&perfvisor_runner::cases::Outcome>| match o {
+        Some(perfvisor_runner::cases::Outcome::Pass) => "ok".to_string(),
+        Some(perfvisor_runner::cases::Outcome::Fail(why)) => format!("FAILED ({why})"),
+        Some(perfvisor_runner::cases::Outcome::Skip(why)) => format!("skipped ({why})"),
+        None => "not run".to_string(),
+    };
+    println!("PMU conformance on {emulator}: natively and as perfvisor's guest");
+    println!("{:<40} {:<45} perfvisor guest", "check", "native");
+    let names: Vec<&String> = columns[0].1.iter().chain(columns[1].1.iter()).map(|(n, _)| n).collect();
+    let mut seen = Vec::new();
+    for name in names {
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name);
+        let find = |i: usize| columns[i].1.iter().find(|(n, _)| n == name).map(|(_, o)| o);
+        println!("{name:<40} {:<45} {}", show(find(0)), show(find(1)));
+    }
+    println!("verdicts: native {:?}, guest {:?}", columns[0].2, columns[1].2);
+    Ok(true)
+}

@@ -22,6 +22,7 @@ pub fn kernel_elf() -> PathBuf {
 /// What image building needs, prepared once per xtask run.
 pub struct Builder {
     stripped_kernel: PathBuf,
+    stripped_native: PathBuf,
     stripped_guest: PathBuf,
     boot_tool: PathBuf,
 }
@@ -41,6 +42,21 @@ impl Builder {
             Command::new(setup::llvm_objcopy(&nightly)?).arg("--strip-debug").arg(kernel_elf()).arg(&stripped_kernel),
             "llvm-objcopy --strip-debug",
         )?;
+        run_checked(
+            Command::new("cargo")
+                .args(["build", "--release", "--package", "perfvisor-guest", "--bin", "perfvisor-pmu-native"])
+                .args(["--target", KERNEL_TARGET])
+                .current_dir(workspace_root()),
+            "cargo build (native PMU conformance kernel)",
+        )?;
+        let stripped_native = dir.join("perfvisor-pmu-native.stripped.elf");
+        run_checked(
+            Command::new(setup::llvm_objcopy(&nightly)?)
+                .arg("--strip-debug")
+                .arg(workspace_root().join("target").join(KERNEL_TARGET).join("release").join("perfvisor-pmu-native"))
+                .arg(&stripped_native),
+            "llvm-objcopy --strip-debug (native kernel)",
+        )?;
         build_guest()?;
         let stripped_guest = dir.join("perfvisor-guest.stripped.elf");
         run_checked(
@@ -48,7 +64,7 @@ impl Builder {
             "llvm-objcopy --strip-debug (guest)",
         )?;
         let boot_tool = build_boot_tool(&nightly)?;
-        Ok(Self { stripped_kernel, stripped_guest, boot_tool })
+        Ok(Self { stripped_kernel, stripped_native, stripped_guest, boot_tool })
     }
 
     /// A disk image for `firmware` whose ramdisk bundles `config` (the boot
@@ -61,9 +77,10 @@ impl Builder {
         let stem = format!("perfvisor-{}-{:08x}", firmware.name(), h.finish() as u32);
         let image = dir.join(format!("{stem}.img"));
         let mut cmd = Command::new(&self.boot_tool);
-        cmd.arg("--kernel").arg(&self.stripped_kernel);
+        let kernel = if guest == GuestImage::NoHypervisor { &self.stripped_native } else { &self.stripped_kernel };
+        cmd.arg("--kernel").arg(kernel);
         let guest_bytes = match guest {
-            GuestImage::None => None,
+            GuestImage::None | GuestImage::NoHypervisor => None,
             GuestImage::TestKernel => Some(
                 std::fs::read(&self.stripped_guest)
                     .map_err(|e| format!("reading {}: {e}", self.stripped_guest.display()))?,
@@ -106,7 +123,8 @@ pub fn guest_elf() -> PathBuf {
 pub fn build_guest() -> Fallible<()> {
     run_checked(
         Command::new("cargo")
-            .args(["rustc", "--release", "--package", "perfvisor-guest", "--target", KERNEL_TARGET, "--"])
+            .args(["rustc", "--release", "--package", "perfvisor-guest", "--bin", "perfvisor-guest"])
+            .args(["--target", KERNEL_TARGET, "--"])
             .args(["-C", "relocation-model=static"])
             .current_dir(workspace_root()),
         "cargo rustc (guest test kernel)",

@@ -32,6 +32,8 @@ cargo xtask <command> [options]
   test [--filter TEXT] [--no-host] [--jobs N]
                               host unit tests + end-to-end boots; last line `N passed, N failed`
   lint                        cargo fmt --check and clippy -D warnings over every crate
+  pmu-report [--emulator auto|qemu|bochs] [--cpu MODEL]
+                              the PMU conformance checks natively and as perfvisor's guest, side by side
   msrs                        regenerate the Bochs msrs files in tests/bochs/ from the models' PMU layouts
   bench boot [--runs N]       median seconds to the first console line and to VMX root
   bench exits [--cpu MODEL]   instructions per CPUID/RDMSR/VMCALL exit, measured by the guest in Bochs
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         "bochs" => commands::bochs(rest),
         "lint" => commands::lint(rest),
         "msrs" => commands::msrs(rest),
+        "pmu-report" => commands::pmu_report(rest),
         "test" => test::test(rest),
         "bench" => bench::bench(rest),
         "help" | "--help" | "-h" => {

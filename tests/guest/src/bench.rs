@@ -6,11 +6,11 @@
 //! measures cycles per instruction of that loop instead, and the figures
 //! are only indicative.
 
-use crate::faults::rdmsr;
-use crate::fmt;
-use crate::hypercall::{self, vmcall};
 use core::arch::x86_64::{__cpuid_count, _rdtsc};
 use perfvisor_abi::Hypercall;
+use perfvisor_guest::faults::rdmsr;
+use perfvisor_guest::fmt;
+use perfvisor_guest::hypercall::{self, vmcall};
 
 const ITERATIONS: u64 = 10_000;
 

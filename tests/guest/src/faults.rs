@@ -67,10 +67,25 @@ fault_stub!(double_fault, 8, pushes_error_code = 1);
 fault_stub!(general_protection, 13, pushes_error_code = 1);
 fault_stub!(page_fault, 14, pushes_error_code = 1);
 
+/// What an unrecoverable fault does (the guest reports it through a
+/// hypercall, the native kernel on the serial console).
+static UNEXPECTED_FAULT: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the handler for faults nobody armed a recovery for.
+pub fn on_unexpected_fault(handler: fn(vector: u64, rip: u64, error_code: u64) -> !) {
+    UNEXPECTED_FAULT.store(handler as usize as u64, Ordering::SeqCst);
+}
+
 extern "C" fn unexpected_fault(vector: u64, rip: u64, error_code: u64) -> ! {
-    let msg = crate::fmt!("unexpected exception {vector} at RIP {rip:#x}, error code {error_code:#x}\n");
-    crate::hypercall::write(msg.as_str());
-    crate::hypercall::exit(99)
+    let handler = UNEXPECTED_FAULT.load(Ordering::SeqCst);
+    if handler != 0 {
+        // SAFETY: only `on_unexpected_fault` stores here, always a `fn` of this type.
+        let handler: fn(u64, u64, u64) -> ! = unsafe { core::mem::transmute(handler as usize) };
+        handler(vector, rip, error_code);
+    }
+    loop {
+        x86_64::instructions::hlt();
+    }
 }
 
 /// Loads the guest's GDT (code 0x08, data 0x10, matching the selectors

@@ -2,9 +2,9 @@
 //! MSR range and its neighbours, from a fixed seed. Every #GP perfvisor
 //! injects is survived and counted; the same seed must give the same counts.
 
-use crate::faults::{rdmsr, wrmsr};
-use crate::fmt;
-use crate::hypercall;
+use perfvisor_guest::faults::{rdmsr, wrmsr};
+use perfvisor_guest::fmt;
+use perfvisor_guest::hypercall;
 
 pub const SEED: u64 = 0x005e_ed0f_f022;
 const ACCESSES: u64 = 100_000;

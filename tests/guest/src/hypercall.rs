@@ -1,7 +1,6 @@
 //! The guest side of perfvisor's hypercall ABI (see `perfvisor_abi`).
 
 use core::arch::asm;
-use core::fmt::{self, Write};
 use perfvisor_abi::{Hypercall, TestStatus};
 
 /// VMCALL with RAX = `call` and up to five arguments; returns RAX.
@@ -37,44 +36,4 @@ pub fn exit(status: u64) -> ! {
 
 pub fn exit_count(basic_reason: u64) -> u64 {
     vmcall(Hypercall::ExitCount as u64, [basic_reason, 0, 0, 0, 0])
-}
-
-/// A fixed buffer for formatting (the guest has no allocator).
-pub struct Buf {
-    bytes: [u8; 256],
-    len: usize,
-}
-
-impl Buf {
-    pub const fn new() -> Self {
-        Self { bytes: [0; 256], len: 0 }
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Only whole `str`s are ever appended, truncated at a char boundary.
-        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("?")
-    }
-}
-
-impl Write for Buf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = self.bytes.len() - self.len;
-        let mut n = s.len().min(room);
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
-        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
-/// `format!` into a [`Buf`].
-#[macro_export]
-macro_rules! fmt {
-    ($($arg:tt)*) => {{
-        let mut b = $crate::hypercall::Buf::new();
-        let _ = core::fmt::Write::write_fmt(&mut b, format_args!($($arg)*));
-        b
-    }};
 }

@@ -9,11 +9,10 @@
 #![no_main]
 
 mod bench;
-mod faults;
 mod fuzz;
-mod hypercall;
-mod pmu_checks;
 mod suite;
+
+use perfvisor_guest::{faults, fmt, hypercall};
 
 use perfvisor_abi::{BootInfo, Scenario, BOOT_INFO_MAGIC};
 
@@ -21,6 +20,10 @@ use perfvisor_abi::{BootInfo, Scenario, BOOT_INFO_MAGIC};
 #[unsafe(link_section = ".text._start")]
 extern "C" fn _start(info: *const BootInfo) -> ! {
     faults::init();
+    faults::on_unexpected_fault(|vector, rip, error_code| {
+        hypercall::write(fmt!("unexpected exception {vector} at RIP {rip:#x}, error code {error_code:#x}\n").as_str());
+        hypercall::exit(99)
+    });
     // SAFETY: perfvisor passes the address of a BootInfo in guest RAM.
     let info = unsafe { &*info };
     if info.magic != BOOT_INFO_MAGIC {

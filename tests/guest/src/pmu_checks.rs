@@ -6,7 +6,8 @@
 
 use crate::faults::{rdmsr, wrmsr};
 use crate::fmt;
-use crate::hypercall::{self, Buf};
+use crate::fmtbuf::Buf;
+use crate::hypercall;
 use core::arch::x86_64::__cpuid_count;
 use perfvisor_abi::{Hypercall, HYPERCALL_ERROR};
 use pmu::layout::{evtsel, status};
@@ -30,6 +31,14 @@ macro_rules! ensure {
             return Check::Fail(fmt!($($why)*));
         }
     };
+}
+
+/// Whether this kernel runs as perfvisor's guest (CPUID 0x40000000 carries
+/// its signature) rather than natively.
+pub fn under_perfvisor() -> bool {
+    let r = __cpuid_count(0x4000_0000, 0);
+    [r.ebx, r.ecx, r.edx]
+        == [u32::from_le_bytes(*b"perf"), u32::from_le_bytes(*b"viso"), u32::from_le_bytes(*b"r\0\0\0")]
 }
 
 /// What the guest sees.
@@ -166,10 +175,10 @@ pub fn values_survive_exits_and_switches(p: &Pmu) -> Check {
     for _ in 0..10_000 {
         core::hint::black_box(__cpuid_count(0, 0));
     }
-    ensure!(
-        hypercall::vmcall(Hypercall::PmuSwitch as u64, [0; 5]) != HYPERCALL_ERROR,
-        "the PMU switch lost the other context's values"
-    );
+    if under_perfvisor() {
+        let switched = hypercall::vmcall(Hypercall::PmuSwitch as u64, [0; 5]);
+        ensure!(switched != HYPERCALL_ERROR, "the PMU switch lost the other context's values");
+    }
     for i in 0..p.gp() {
         ensure!(rdmsr(IA32_PMC0 + i) == Ok(counter(i)), "PMC{i} = {:x?} after the exits", rdmsr(IA32_PMC0 + i));
         ensure!(rdmsr(IA32_PERFEVTSEL0 + i) == Ok(selector(i)), "PERFEVTSEL{i} = {:x?}", rdmsr(IA32_PERFEVTSEL0 + i));

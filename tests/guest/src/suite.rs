@@ -3,12 +3,13 @@
 // The guest has no allocator: a failure's message is a fixed 256-byte buffer.
 #![allow(clippy::result_large_err)]
 
-use crate::faults::{rdmsr, wrmsr};
-use crate::fmt;
-use crate::hypercall::{self, Buf};
-use crate::pmu_checks::Check;
 use core::arch::x86_64::{__cpuid_count, CpuidResult};
 use perfvisor_abi::{BootInfo, Hypercall, TestStatus, ABI_VERSION, HYPERCALL_ERROR};
+use perfvisor_guest::faults::{rdmsr, wrmsr};
+use perfvisor_guest::fmt;
+use perfvisor_guest::fmtbuf::Buf;
+use perfvisor_guest::hypercall;
+use perfvisor_guest::pmu_checks::{self, Check};
 
 type Outcome = Result<(), Buf>;
 
@@ -172,7 +173,7 @@ pub fn run(info: &BootInfo) -> u64 {
             }
         }
     }
-    crate::pmu_checks::run(|name, check| {
+    pmu_checks::run(|name, check| {
         run += 1;
         match check {
             Check::Pass => hypercall::report(TestStatus::Ok, name, ""),

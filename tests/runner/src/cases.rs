@@ -24,6 +24,9 @@ pub enum GuestImage {
     TestKernel,
     /// Bytes that are not an ELF executable.
     Malformed,
+    /// No perfvisor at all: the image's kernel is the native PMU
+    /// conformance kernel (tests/guest/src/bin/pmu-native.rs).
+    NoHypervisor,
 }
 
 /// What a case needs from the machine beyond the emulators.
@@ -332,6 +335,29 @@ pub fn all() -> Vec<Case> {
             repeatable_line: None,
             expect: Expect::Fail("vPMU configuration"),
             lines: &["pmu: vpmu=mediated needs a working IA32_PERF_GLOBAL_STATUS_SET; this v4 host's has no effect"],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-pmu-native-tigerlake",
+            emulator: bochs_pmu("tigerlake"),
+            firmware: Firmware::Bios,
+            config: None,
+            guest: GuestImage::NoHypervisor,
+            guest_suite: false,
+            repeatable_line: None,
+            // Natively, Bochs' PMU registers keep values, but STATUS_SET/RESET do
+            // not act on GLOBAL_STATUS, and a write that changes nothing cannot
+            // fault: those two checks must fail there — what perfvisor hides.
+            expect: Expect::Fail("pmu checks failed"),
+            lines: &[
+                "perfvisor-pmu-native: PMU conformance checks on the bare CPU",
+                "TEST pmu_cpuid_and_counters_exist ... ok",
+                "TEST pmu_global_ctrl_reset_value ... ok",
+                "TEST pmu_perf_capabilities ... FAILED (PERF_CAPABILITIES write accepted)",
+                "TEST pmu_status_set_reset_inuse ... FAILED (STATUS_SET did not set the bits)",
+                "TESTS DONE 7 run, 2 failed",
+            ],
             timeout: BOCHS_BIOS_LIMIT,
             needs: Needs::Nothing,
         },
