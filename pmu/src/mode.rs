@@ -74,6 +74,9 @@ pub enum ModeReason {
     HostV2OrV3(u8),
     /// v4+ by CPUID, but STATUS_SET/RESET do not act on GLOBAL_STATUS.
     StatusSetIneffective(u8),
+    /// Fallback asked for on a v4+ host that counts: a GLOBAL_STATUS kept in
+    /// software could not freeze its counters (CTR_Frz) for a v4+ guest.
+    FallbackCannotFreeze(u8),
     Unavailable(NoPmu),
 }
 
@@ -85,6 +88,10 @@ impl fmt::Display for ModeReason {
             Self::HostV2OrV3(v) => {
                 write!(f, "host PMU v{v}: no IA32_PERF_GLOBAL_STATUS_SET, so GLOBAL_STATUS is emulated")
             }
+            Self::FallbackCannotFreeze(v) => write!(
+                f,
+                "on this v{v} host a GLOBAL_STATUS kept in software could not freeze the counters (CTR_Frz); use mediated"
+            ),
             Self::StatusSetIneffective(v) => write!(
                 f,
                 "host PMU v{v}, but IA32_PERF_GLOBAL_STATUS_SET/RESET do not act on GLOBAL_STATUS \
@@ -149,6 +156,9 @@ pub fn choose(
         (ModeRequest::Mediated, None) if version < 4 => Err(error(ModeReason::HostV2OrV3(version))),
         (ModeRequest::Mediated, None) if !status_set_works => Err(error(ModeReason::StatusSetIneffective(version))),
         (ModeRequest::Mediated, None) => Ok(ModeChoice { mode: Mode::Mediated, reason: ModeReason::Requested }),
+        (ModeRequest::Fallback, None) if version >= 4 && status_set_works => {
+            Err(error(ModeReason::FallbackCannotFreeze(version)))
+        }
         (ModeRequest::Fallback, None) => Ok(ModeChoice { mode: Mode::Fallback, reason: ModeReason::Requested }),
         (ModeRequest::Auto, None) if version >= 4 && status_set_works => {
             Ok(ModeChoice { mode: Mode::Mediated, reason: ModeReason::HostV4 })
@@ -207,5 +217,9 @@ mod tests {
         let c = choose(&host(0x0730_0404), None, false, ALL, ModeRequest::Auto).unwrap();
         assert_eq!((c.mode, c.reason), (Mode::Fallback, ModeReason::StatusSetIneffective(4)));
         assert!(choose(&host(0x0730_0404), None, false, ALL, ModeRequest::Mediated).is_err());
+        let e = choose(&host(0x0730_0404), None, true, ALL, ModeRequest::Fallback).unwrap_err();
+        assert!(e.to_string().contains("could not freeze the counters"));
+        let c = choose(&host(0x0730_0404), None, false, ALL, ModeRequest::Fallback).unwrap();
+        assert_eq!(c.mode, Mode::Fallback, "fallback is fine where STATUS_SET does nothing");
     }
 }

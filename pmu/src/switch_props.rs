@@ -121,7 +121,8 @@ struct Setup {
     host: PmuLayout,
     guest: PmuLayout,
     /// Fallback on a v4+ host too: what perfvisor runs when the host's
-    /// STATUS_SET has no effect (an emulator's plain register).
+    /// STATUS_SET has no effect (an emulator's plain register). Only the
+    /// emulation property uses it there: such a host does not count.
     mode: Mode,
 }
 
@@ -288,6 +289,10 @@ proptest! {
 
     #[test]
     fn world_switch_is_invisible(s in setup(), ops in proptest::collection::vec(op(), 1..40)) {
+        // Fallback on a v4+ host whose STATUS_SET works is refused by the
+        // mode choice (a software CTR_Frz cannot stop counting hardware), so
+        // a counting model host runs fallback only at v2/v3.
+        let s = Setup { mode: if s.host.version >= 4 { Mode::Mediated } else { Mode::Fallback }, ..s };
         let mut world = World::new(&s);
         for op in &ops {
             world.apply(op)?;
