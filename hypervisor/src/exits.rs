@@ -14,7 +14,7 @@ use pmu::events::{ArchEvent, Ring};
 use pmu::hw::PmuHardware;
 use pmu::msr::PmuReg;
 use pmu::vpmu::{Mode, VirtualPmu};
-use vmx::errors::{instruction_error_text, EntryFailure};
+use vmx::errors::EntryFailure;
 use vmx::exit::{injection_info, EptViolation, EventKind, ExitReason, RawExitReason};
 use vmx::vmcs::{Vmcs32, Vmcs64, VmcsAccess, VmcsError, VmcsNatural};
 
@@ -37,7 +37,13 @@ pub const CANARY_SELECTOR: u64 = 0x4f2e;
 /// switched by the VMCS (FS/GS base, SYSENTER_*) or unused by perfvisor
 /// (KERNEL_GS_BASE, STAR/LSTAR/CSTAR/SFMASK, TSC_AUX: the hypervisor never
 /// executes SWAPGS, SYSCALL or RDTSCP).
-pub const PASSTHROUGH_MSRS: &[u32] = &[
+/// With them: IA32_APIC_BASE and the x2APIC MSRs, since the guest owns the
+/// local APIC (see `pmi.rs`).
+pub fn passthrough_msrs() -> impl Iterator<Item = u32> {
+    PASSTHROUGH_MSRS.iter().copied().chain([crate::pmi::IA32_APIC_BASE]).chain(crate::pmi::X2APIC_MSRS)
+}
+
+const PASSTHROUGH_MSRS: &[u32] = &[
     0x174,
     0x175,
     0x176,
@@ -68,7 +74,7 @@ pub struct Guest {
     /// Another PMU context (the host's, holding a canary) for the PmuSwitch test hypercall.
     pub other_context: VirtualPmu,
     /// PMIs the engine's software accounting owed the guest.
-    pub pmis_owed: u64,
+    pub pmis: crate::pmi::PendingPmis,
     pub cpuid: CpuidCache,
     pub ram: [RamRange; perfvisor_abi::MAX_RAM_RANGES],
     pub ram_count: usize,
@@ -111,8 +117,14 @@ impl Guest {
     /// Runs the guest until it exits or is stopped.
     pub fn run(&mut self) -> GuestEnd {
         loop {
+            if crate::pmi::host_nmi_pending() {
+                if let Err(e) = crate::pmi::forward_host_nmi() {
+                    error!("vmx: {e}");
+                    return GuestEnd::Stopped("VMCS access failed");
+                }
+            }
             if let Err(e) = self.vcpu.enter() {
-                error!("vmx: {} failed: {}", e.field, instruction_error_text(e.instruction_error));
+                error!("vmx: {e}");
                 dump_vmcs();
                 return GuestEnd::Stopped("VM entry failed");
             }
@@ -126,6 +138,24 @@ impl Guest {
                 }
             }
         }
+    }
+
+    /// NMI exiting: the NMI is the guest's (the host uses none), so it is
+    /// reflected. Any other exception exit is unexpected (the exception
+    /// bitmap is 0) and stops the guest with a report.
+    #[cold]
+    #[inline(never)]
+    fn exception_or_nmi(&mut self) -> Result<Option<GuestEnd>, VmcsError> {
+        let v = ActiveVmcs;
+        let info = v.read32(Vmcs32::ExitInterruptionInfo)?;
+        if (info >> 8) & 7 == 2 {
+            crate::pmi::inject_nmi()?;
+            return Ok(None);
+        }
+        let rip = v.read_natural(VmcsNatural::GuestRip)?;
+        error!("vmx: unexpected exception exit (interruption info {info:#x}), RIP {rip:#x}");
+        dump_vmcs();
+        Ok(Some(GuestEnd::Stopped("unhandled VM exit")))
     }
 
     fn handle_exit(&mut self) -> Result<Option<GuestEnd>, VmcsError> {
@@ -190,8 +220,11 @@ impl Guest {
                     Err(_) => self.inject_gp()?,
                 }
             }
-            // No interrupts are ever delivered to the guest, so HLT is a yield.
+            // perfvisor injects no timer or device interrupts, so HLT is a yield.
             ExitReason::Hlt => self.advance_rip()?,
+            ExitReason::InterruptWindow => self.pmis.deliver()?,
+            // NMI exiting: the NMI is the guest's (the host uses none); reflect it.
+            ExitReason::ExceptionOrNmi => return self.exception_or_nmi(),
             ExitReason::EptViolation => {
                 let q = EptViolation(v.read_natural(VmcsNatural::ExitQualification)?);
                 let gpa = v.read64(Vmcs64::GuestPhysicalAddress)?;
@@ -347,8 +380,9 @@ impl Guest {
         let ring =
             if (ActiveVmcs.read32(Vmcs32::GuestSsAccessRights)? >> 5) & 3 == 3 { Ring::User } else { Ring::Kernel };
         let owed = self.with_engine(|e, hw| e.account_retired(hw, ArchEvent::InstructionsRetired, 1, ring))?;
-        if let Ok(n) = owed {
-            self.pmis_owed += u64::from(n);
+        if let Ok(n @ 1..) = owed {
+            self.pmis.owed += u64::from(n);
+            self.pmis.deliver()?;
         }
         Ok(())
     }
@@ -382,11 +416,12 @@ impl Guest {
             return;
         }
         let _ = self.with_engine(|e, hw| e.put(hw));
-        if self.pmis_owed > 0 {
-            warn!(
-                "pmu: {} PMIs from counters overflowed by emulated instructions were not delivered \
-                 (PMI delivery is not implemented yet)",
-                self.pmis_owed
+        let p = &self.pmis;
+        if p.delivered + p.masked + p.undeliverable + p.owed > 0 {
+            info!(
+                "pmu: PMIs owed by software accounting: {} delivered, {} not (LVTPC masked), \
+                 {} undeliverable (APIC not in x2APIC mode), {} still pending",
+                p.delivered, p.masked, p.undeliverable, p.owed
             );
         }
         info!("pmu: guest context put; the PMU is parked");

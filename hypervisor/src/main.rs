@@ -16,6 +16,7 @@ mod cpuid_cache;
 mod exits;
 mod loader;
 mod memory;
+mod pmi;
 mod report;
 mod serial;
 mod vcpu;
@@ -151,7 +152,7 @@ fn run_guest(
         error!("pmu: loading the guest's PMU context raised #GP");
         verdict::fail("vPMU setup");
     }
-    let vcpu = match vcpu::Vcpu::new(caps, &ram[..ram_count], exits::PASSTHROUGH_MSRS, &start, &vpmu) {
+    let vcpu = match vcpu::Vcpu::new(caps, &ram[..ram_count], exits::passthrough_msrs(), &start, &vpmu) {
         Ok(v) => v,
         Err(e) => {
             error!("vmx: could not set up the guest's VMCS: {e}");
@@ -163,7 +164,7 @@ fn run_guest(
         vcpu,
         vpmu,
         other_context,
-        pmis_owed: 0,
+        pmis: Default::default(),
         cpuid,
         ram,
         ram_count,

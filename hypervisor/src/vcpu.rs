@@ -193,7 +193,7 @@ impl Vcpu {
     pub fn new(
         caps: &VmxCaps,
         ram: &[perfvisor_abi::RamRange],
-        passthrough_msrs: &[u32],
+        passthrough_msrs: impl IntoIterator<Item = u32>,
         start: &GuestStart,
         vpmu: &crate::vpmu::Vpmu,
     ) -> Result<Self, SetupError> {
@@ -210,7 +210,7 @@ impl Vcpu {
             map.ptr::<u32>(vmcs.0).write(caps.basic().revision_id());
             let bitmap = &mut *map.ptr::<MsrBitmap>(msr_bitmap.0);
             *bitmap = MsrBitmap::intercept_all();
-            for &msr in passthrough_msrs {
+            for msr in passthrough_msrs {
                 let _ = bitmap.set_read(msr, Intercept::PassThrough);
                 let _ = bitmap.set_write(msr, Intercept::PassThrough);
             }
@@ -278,8 +278,8 @@ impl Vcpu {
         let failed = unsafe { perfvisor_vm_run(&mut self.regs, u64::from(self.launched)) };
         if failed != 0 {
             let error = ActiveVmcs.read32(Vmcs32::InstructionError).unwrap_or(0);
-            let which = if self.launched { "VMRESUME" } else { "VMLAUNCH" };
-            return Err(VmcsError { field: which, encoding: 0, instruction_error: error });
+            let which = if self.launched { vmx::vmcs::instruction::VMRESUME } else { vmx::vmcs::instruction::VMLAUNCH };
+            return Err(VmcsError { encoding: which, instruction_error: error });
         }
         self.launched = true;
         Ok(())

@@ -4,7 +4,7 @@
 //! field) becomes a `VmcsError` naming the field and the error.
 
 use core::arch::asm;
-use vmx::vmcs::{VmcsAccess, VmcsError};
+use vmx::vmcs::{instruction, VmcsAccess, VmcsError};
 
 const RFLAGS_CF: u64 = 1 << 0;
 const RFLAGS_ZF: u64 = 1 << 6;
@@ -29,45 +29,68 @@ fn instruction_error() -> u32 {
     }
 }
 
-/// `field` is only evaluated on failure: naming a field costs a table
-/// search, which the exit path must not pay on every access.
-fn check(rflags: u64, field: impl FnOnce() -> &'static str, encoding: u32) -> Result<(), VmcsError> {
-    if rflags & (RFLAGS_CF | RFLAGS_ZF) == 0 {
-        return Ok(());
-    }
-    let field = field();
+/// For instructions other than VMREAD/VMWRITE (`what`: an
+/// `instruction::*` pseudo-encoding).
+fn check(rflags: u64, what: u32) -> Result<(), VmcsError> {
     if rflags & RFLAGS_CF != 0 {
-        Err(VmcsError { field, encoding, instruction_error: 0 })
+        Err(VmcsError { encoding: what, instruction_error: 0 })
     } else if rflags & RFLAGS_ZF != 0 {
-        Err(VmcsError { field, encoding, instruction_error: instruction_error() })
+        Err(VmcsError { encoding: what, instruction_error: instruction_error() })
     } else {
         Ok(())
     }
 }
 
-fn field_name(encoding: u32) -> &'static str {
-    vmx::vmcs::all_fields().find(|(_, e)| *e == encoding).map_or("unnamed field", |(n, _)| n)
+/// A failed VMREAD/VMWRITE (CF or ZF set), described off the hot path.
+#[cold]
+#[inline(never)]
+fn access_failed(encoding: u32) -> VmcsError {
+    // VMfailValid leaves the error number readable; VMfailInvalid (no current
+    // VMCS) does not, and `instruction_error` then says 0.
+    VmcsError { encoding, instruction_error: instruction_error() }
 }
 
+// VMREAD/VMWRITE run on every VM exit: `setbe` (CF or ZF: VMfail) keeps the
+// success test to two instructions.
 impl VmcsAccess for ActiveVmcs {
     fn read_raw(&self, encoding: u32) -> Result<u64, VmcsError> {
-        let (value, rflags): (u64, u64);
+        let (value, failed): (u64, u8);
         // SAFETY: VMREAD only reads the current VMCS; failure is reported in RFLAGS.
         unsafe {
-            asm!("vmread {v}, {f}", "pushfq", "pop {fl}", v = out(reg) value, f = in(reg) u64::from(encoding), fl = out(reg) rflags)
+            asm!(
+                "vmread {v}, {f}",
+                "setbe {failed}",
+                v = out(reg) value,
+                f = in(reg) u64::from(encoding),
+                failed = out(reg_byte) failed,
+                options(nostack),
+            )
         };
-        check(rflags, || field_name(encoding), encoding).map(|()| value)
+        if failed != 0 {
+            return Err(access_failed(encoding));
+        }
+        Ok(value)
     }
 
     fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmcsError> {
-        let rflags: u64;
+        let failed: u8;
         // SAFETY: VMWRITE changes only the current VMCS, which this hypervisor
         // owns; the values take effect at the next VM entry, whose checks
         // (SDM vol. 3C ch. 27) reject inconsistent state before running it.
         unsafe {
-            asm!("vmwrite {f}, {v}", "pushfq", "pop {fl}", f = in(reg) u64::from(encoding), v = in(reg) value, fl = out(reg) rflags)
+            asm!(
+                "vmwrite {f}, {v}",
+                "setbe {failed}",
+                f = in(reg) u64::from(encoding),
+                v = in(reg) value,
+                failed = out(reg_byte) failed,
+                options(nostack),
+            )
         };
-        check(rflags, || field_name(encoding), encoding)
+        if failed != 0 {
+            return Err(access_failed(encoding));
+        }
+        Ok(())
     }
 }
 
@@ -80,7 +103,7 @@ pub unsafe fn vmclear(phys: u64) -> Result<(), VmcsError> {
     let rflags: u64;
     // SAFETY: the caller guarantees `phys` is a VMCS region we own.
     unsafe { asm!("vmclear [{p}]", "pushfq", "pop {fl}", p = in(reg) &phys, fl = out(reg) rflags) };
-    check(rflags, || "VMCLEAR", 0)
+    check(rflags, instruction::VMCLEAR)
 }
 
 /// VMPTRLD: makes the VMCS at `phys` current.
@@ -91,7 +114,7 @@ pub unsafe fn vmptrld(phys: u64) -> Result<(), VmcsError> {
     let rflags: u64;
     // SAFETY: the caller guarantees `phys` is a VMCS region we own.
     unsafe { asm!("vmptrld [{p}]", "pushfq", "pop {fl}", p = in(reg) &phys, fl = out(reg) rflags) };
-    check(rflags, || "VMPTRLD", 0)
+    check(rflags, instruction::VMPTRLD)
 }
 
 /// INVEPT single-context (type 1) for `eptp` (SDM vol. 3C §31.3, INVEPT).
@@ -103,7 +126,7 @@ pub fn invept_single_context(eptp: u64) -> Result<(), VmcsError> {
     unsafe {
         asm!("invept {t}, [{d}]", "pushfq", "pop {fl}", t = in(reg) 1u64, d = in(reg) &descriptor, fl = out(reg) rflags)
     };
-    check(rflags, || "INVEPT", 0)
+    check(rflags, instruction::INVEPT)
 }
 
 /// INVVPID single-context (type 1) for `vpid`.
@@ -114,5 +137,5 @@ pub fn invvpid_single_context(vpid: u16) -> Result<(), VmcsError> {
     unsafe {
         asm!("invvpid {t}, [{d}]", "pushfq", "pop {fl}", t = in(reg) 1u64, d = in(reg) &descriptor, fl = out(reg) rflags)
     };
-    check(rflags, || "INVVPID", 0)
+    check(rflags, instruction::INVVPID)
 }

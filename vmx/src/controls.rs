@@ -19,6 +19,8 @@ bitflags! {
     /// Primary processor-based VM-execution controls (SDM vol. 3C Table 25-6).
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct PrimaryControls: u32 {
+        /// A VM exit as soon as the guest can take an interrupt (RFLAGS.IF = 1, no blocking).
+        const INTERRUPT_WINDOW_EXITING = 1 << 2;
         const HLT_EXITING = 1 << 7;
         const RDPMC_EXITING = 1 << 11;
         const UNCONDITIONAL_IO_EXITING = 1 << 24;

@@ -9,6 +9,7 @@ pub enum ExitReason {
     ExceptionOrNmi,
     ExternalInterrupt,
     TripleFault,
+    InterruptWindow,
     Cpuid,
     Hlt,
     Vmcall,
@@ -31,6 +32,7 @@ impl ExitReason {
             0 => Self::ExceptionOrNmi,
             1 => Self::ExternalInterrupt,
             2 => Self::TripleFault,
+            7 => Self::InterruptWindow,
             10 => Self::Cpuid,
             12 => Self::Hlt,
             15 => Self::Rdpmc,
@@ -65,11 +67,12 @@ impl ExitReason {
             Self::Rdpmc => 12,
             Self::PreemptionTimer => 13,
             Self::Xsetbv => 14,
-            Self::Other(_) => 15,
+            Self::InterruptWindow => 15,
+            Self::Other(_) => 16,
         }
     }
 
-    pub const COUNTED: usize = 16;
+    pub const COUNTED: usize = 17;
 
     /// The reason of counter slot `index` (for printing counts).
     pub fn name_of_index(index: usize) -> &'static str {
@@ -89,6 +92,7 @@ impl ExitReason {
             "RDPMC",
             "preemption timer",
             "XSETBV",
+            "interrupt window",
             "other",
         ][index]
     }

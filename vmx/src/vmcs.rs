@@ -164,24 +164,51 @@ vmcs_fields! {
     }
 }
 
-/// A VMREAD/VMWRITE that failed, with the field and the VM-instruction error.
+/// A VMX instruction that failed: a VMREAD/VMWRITE of field `encoding`, or
+/// another instruction named by one of the [`instruction`] pseudo-encodings.
+/// Two `u32`s, so `Result<u64, VmcsError>` comes back in registers: VMCS
+/// accesses are the bulk of a VM exit's path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmcsError {
-    pub field: &'static str,
     pub encoding: u32,
     /// The VM-instruction error number (0 when VMfailInvalid: no current VMCS).
     pub instruction_error: u32,
 }
 
+/// Pseudo-encodings (no VMCS field has them) for failures of instructions
+/// other than VMREAD/VMWRITE.
+pub mod instruction {
+    pub const VMCLEAR: u32 = 0xffff_0001;
+    pub const VMPTRLD: u32 = 0xffff_0002;
+    pub const VMLAUNCH: u32 = 0xffff_0003;
+    pub const VMRESUME: u32 = 0xffff_0004;
+    pub const INVEPT: u32 = 0xffff_0005;
+    pub const INVVPID: u32 = 0xffff_0006;
+}
+
+impl VmcsError {
+    /// The instruction or field, by name.
+    pub fn what(&self) -> &'static str {
+        match self.encoding {
+            instruction::VMCLEAR => "VMCLEAR",
+            instruction::VMPTRLD => "VMPTRLD",
+            instruction::VMLAUNCH => "VMLAUNCH",
+            instruction::VMRESUME => "VMRESUME",
+            instruction::INVEPT => "INVEPT",
+            instruction::INVVPID => "INVVPID",
+            e => all_fields().find(|(_, enc)| *enc == e).map_or("an unnamed VMCS field", |(n, _)| n),
+        }
+    }
+}
+
 impl fmt::Display for VmcsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "VMCS access to {} ({:#06x}) failed: {}",
-            self.field,
-            self.encoding,
-            crate::errors::instruction_error_text(self.instruction_error)
-        )
+        let error = crate::errors::instruction_error_text(self.instruction_error);
+        if self.encoding >= instruction::VMCLEAR {
+            write!(f, "{} failed: {error}", self.what())
+        } else {
+            write!(f, "VMCS access to {} ({:#06x}) failed: {error}", self.what(), self.encoding)
+        }
     }
 }
 
@@ -280,6 +307,17 @@ mod tests {
         check(&Vmcs64::ALL.iter().map(|f| f.encoding()).collect::<Vec<_>>(), Vmcs64::WIDTH_CODE);
         check(&Vmcs32::ALL.iter().map(|f| f.encoding()).collect::<Vec<_>>(), Vmcs32::WIDTH_CODE);
         check(&VmcsNatural::ALL.iter().map(|f| f.encoding()).collect::<Vec<_>>(), VmcsNatural::WIDTH_CODE);
+    }
+
+    #[test]
+    fn errors_name_the_field_or_instruction() {
+        let e = VmcsError { encoding: Vmcs32::ExitReason.encoding(), instruction_error: 12 };
+        assert_eq!(
+            e.to_string(),
+            "VMCS access to ExitReason (0x4402) failed: VMREAD/VMWRITE from/to unsupported VMCS component"
+        );
+        let e = VmcsError { encoding: instruction::VMLAUNCH, instruction_error: 7 };
+        assert_eq!(e.to_string(), "VMLAUNCH failed: VM entry with invalid control field(s)");
     }
 
     #[test]

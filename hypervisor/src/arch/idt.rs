@@ -201,6 +201,11 @@ pub fn exception_name(vector: u64) -> &'static str {
 }
 
 extern "C" fn dispatch(frame: &mut ExceptionFrame) {
+    // Every NMI is the guest's (the host uses none): note it for the next VM entry.
+    if frame.vector == 2 {
+        crate::pmi::note_host_nmi();
+        return;
+    }
     if frame.vector == 13 {
         if let Some(fixup) = super::msr::fixup_for(frame.rip) {
             frame.rip = fixup;

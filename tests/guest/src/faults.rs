@@ -109,8 +109,40 @@ pub fn init() {
         idt.double_fault.set_handler_addr(addr(double_fault));
         idt.general_protection_fault.set_handler_addr(addr(general_protection));
         idt.page_fault.set_handler_addr(addr(page_fault));
+        idt[PMI_VECTOR].set_handler_addr(addr(pmi_interrupt));
         idt.load_unsafe();
     }
+}
+
+/// The vector the PMU checks program into the LVTPC.
+pub const PMI_VECTOR: u8 = 0xf0;
+/// PMIs taken on [`PMI_VECTOR`].
+static PMIS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts the interrupt and signals end-of-interrupt through the x2APIC
+/// EOI register (MSR 0x80b).
+#[unsafe(naked)]
+extern "C" fn pmi_interrupt() {
+    naked_asm!(
+        "push rax",
+        "push rcx",
+        "push rdx",
+        "lock inc qword ptr [rip + {count}]",
+        "mov ecx, 0x80b",
+        "xor eax, eax",
+        "xor edx, edx",
+        "wrmsr",
+        "pop rdx",
+        "pop rcx",
+        "pop rax",
+        "iretq",
+        count = sym PMIS,
+    )
+}
+
+/// How many PMIs arrived on [`PMI_VECTOR`].
+pub fn pmis_taken() -> u64 {
+    PMIS.load(Ordering::SeqCst)
 }
 
 fn take_fault() -> Option<u8> {

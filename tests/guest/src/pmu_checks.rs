@@ -218,11 +218,83 @@ pub fn counts_instructions(p: &Pmu) -> Check {
     Check::Pass
 }
 
+const IA32_APIC_BASE: u32 = 0x1b;
+const X2APIC_LVT_PMI: u32 = 0x834;
+const LVT_MASKED: u64 = 1 << 16;
+
+/// A counter made to overflow with its PMI bit set raises exactly one PMI
+/// on the LVTPC vector, sets its GLOBAL_STATUS bit and masks the LVTPC.
+/// PMC0 starts at -1 (2^48 - 1) counting
+/// instructions at ring 0; a CPUID (perfvisor emulates it and accounts
+/// for it in software; hardware counts it natively) makes it wrap.
+pub fn overflow_raises_one_pmi(p: &Pmu) -> Check {
+    if __cpuid_count(1, 0).ecx & (1 << 21) == 0 {
+        return Check::Skip("needs an x2APIC (the LVTPC is programmed through its MSR)");
+    }
+    if !under_perfvisor() && !counting_pmu(p) {
+        return Check::Skip("needs a counting PMU: fixed counter 0 did not advance (an emulator's register file)");
+    }
+    let apic_base = rdmsr(IA32_APIC_BASE).unwrap_or(0);
+    ensure!(write(IA32_APIC_BASE, apic_base | 1 << 11 | 1 << 10).is_ok(), "enabling x2APIC mode faulted");
+    // Only the PMI may interrupt: mask the legacy PICs (the BIOS leaves the
+    // timer routed to vector 8) and the APIC's timer, LINT0 and LINT1.
+    // SAFETY: port I/O to the 8259 mask registers; the guest takes no device interrupts.
+    unsafe {
+        x86_64::instructions::port::Port::<u8>::new(0x21).write(0xff);
+        x86_64::instructions::port::Port::<u8>::new(0xa1).write(0xff);
+    }
+    for lvt in [0x832, 0x835, 0x836] {
+        let _ = write(lvt, LVT_MASKED);
+    }
+    ensure!(write(X2APIC_LVT_PMI, u64::from(crate::faults::PMI_VECTOR)).is_ok(), "LVTPC write faulted");
+    let before = crate::faults::pmis_taken();
+    // -1 at 48 bits: what a legacy write of 0xffffffff gives by sign
+    // extension, written whole so registers that do not sign-extend agree.
+    let _ = write(IA32_PMC0, 0xffff_ffff_ffff);
+    let _ = write(IA32_PERFEVTSEL0, 0xc0 | evtsel::OS | evtsel::EN | evtsel::INT);
+    // SAFETY: interrupts are on for a few instructions, with the PMI vector
+    // handled; nothing else is programmed to interrupt.
+    unsafe {
+        core::arch::asm!(
+            "push rbx", "sti", "nop", "cpuid", "nop", "nop", "cli", "pop rbx",
+            inout("eax") 0 => _, out("ecx") _, out("edx") _,
+        )
+    };
+    let _ = write(IA32_PERFEVTSEL0, 0);
+    let taken = crate::faults::pmis_taken() - before;
+    let status = rdmsr(IA32_PERF_GLOBAL_STATUS).unwrap_or(0);
+    let lvtpc = rdmsr(X2APIC_LVT_PMI).unwrap_or(0);
+    let _ = write(IA32_PERF_GLOBAL_STATUS_RESET, 1);
+    let _ = write(IA32_PMC0, 0);
+    let _ = write(X2APIC_LVT_PMI, LVT_MASKED | u64::from(crate::faults::PMI_VECTOR));
+    ensure!(taken == 1, "{taken} PMIs on vector {:#x}, want exactly 1", crate::faults::PMI_VECTOR);
+    ensure!(status & 1 == 1, "GLOBAL_STATUS {status:#x}: the overflow bit of PMC0 is not set");
+    ensure!(lvtpc & LVT_MASKED != 0, "LVTPC {lvtpc:#x} not masked after the PMI");
+    Check::Pass
+}
+
+/// Whether fixed counter 0 advances over a loop (else: an emulator's registers).
+fn counting_pmu(p: &Pmu) -> bool {
+    if !p.arch.fixed.contains(0) {
+        return false;
+    }
+    let _ = write(IA32_FIXED_CTR0, 0);
+    let _ = write(IA32_FIXED_CTR_CTRL, 0x1);
+    let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask() | 1 << 32);
+    // SAFETY: a register-only loop.
+    unsafe { core::arch::asm!("2:", "dec {n}", "jnz 2b", n = inout(reg) 1000u64 => _) };
+    let count = rdmsr(IA32_FIXED_CTR0).unwrap_or(0);
+    let _ = write(IA32_FIXED_CTR_CTRL, 0);
+    let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask());
+    let _ = write(IA32_FIXED_CTR0, 0);
+    count != 0
+}
+
 /// Runs every check; returns (failed, names run).
 pub fn run(mut report: impl FnMut(&str, Check)) {
     let p = Pmu::detect();
     type NamedCheck = (&'static str, fn(&Pmu) -> Check);
-    let checks: [NamedCheck; 7] = [
+    let checks: [NamedCheck; 8] = [
         ("pmu_cpuid_and_counters_exist", cpuid_and_counters_exist),
         ("pmu_global_ctrl_reset_value", global_ctrl_reset_value),
         ("pmu_reserved_bits_gp", reserved_bits_gp),
@@ -230,6 +302,7 @@ pub fn run(mut report: impl FnMut(&str, Check)) {
         ("pmu_status_set_reset_inuse", status_set_reset_inuse),
         ("pmu_values_survive_exits_and_switches", values_survive_exits_and_switches),
         ("pmu_counts_instructions", counts_instructions),
+        ("pmu_overflow_raises_one_pmi", overflow_raises_one_pmi),
     ];
     for (name, check) in checks {
         let needs_pmu = name != "pmu_cpuid_and_counters_exist";
