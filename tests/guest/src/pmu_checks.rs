@@ -205,8 +205,7 @@ pub fn counts_instructions(p: &Pmu) -> Check {
     let _ = write(IA32_FIXED_CTR0, 0);
     let _ = write(IA32_FIXED_CTR_CTRL, 0x1); // FC0, ring 0
     let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask() | 1 << 32);
-    // SAFETY: a register-only loop.
-    unsafe { core::arch::asm!("2:", "dec {n}", "jnz 2b", n = inout(reg) 100_000u64 => _) };
+    spin(100_000);
     let count = rdmsr(IA32_FIXED_CTR0).unwrap_or(0);
     let _ = write(IA32_FIXED_CTR_CTRL, 0);
     let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask());
@@ -215,6 +214,82 @@ pub fn counts_instructions(p: &Pmu) -> Check {
         return Check::Skip("needs a counting PMU: fixed counter 0 did not advance (an emulator's register file)");
     }
     ensure!((200_000..200_100).contains(&count), "counted {count} instructions for a 200,000-instruction loop");
+    Check::Pass
+}
+
+/// Exactly `2 * n` instructions (`dec`, `jnz`) and `n` branches retired
+/// (`n - 1` taken `jnz`s and the final one not taken).
+#[inline(always)]
+fn spin(n: u64) {
+    // SAFETY: a register-only loop.
+    unsafe { core::arch::asm!("2:", "dec {n}", "jnz 2b", n = inout(reg) n => _, options(nomem, nostack)) };
+}
+
+const NEEDS_COUNTING: &str = "needs a counting PMU: fixed counter 0 did not advance (an emulator's register file)";
+
+/// GP counter 0 counting branch instructions retired (event C4H) at ring
+/// 0 over a loop of 100,000 taken `jnz`s plus the final fall-through.
+pub fn counts_branches(p: &Pmu) -> Check {
+    if !counting_pmu(p) {
+        return Check::Skip(NEEDS_COUNTING);
+    }
+    let _ = write(IA32_PMC0, 0);
+    let _ = write(IA32_PERFEVTSEL0, 0xc4 | evtsel::OS | evtsel::EN);
+    spin(100_000);
+    let _ = write(IA32_PERFEVTSEL0, 0);
+    let count = rdmsr(IA32_PMC0).unwrap_or(0);
+    let _ = write(IA32_PMC0, 0);
+    ensure!((100_000..100_050).contains(&count), "counted {count} branches for a loop of 100,000");
+    Check::Pass
+}
+
+/// Legacy IA32_PMCx writes sign-extend from bit 31 to the counter width;
+/// IA32_A_PMCx writes take the value whole and #GP beyond the width
+/// (SDM vol. 3B §20.2.6). Plain registers (an emulator) store what is
+/// written, so this needs a real PMU.
+pub fn legacy_and_full_width_writes(p: &Pmu) -> Check {
+    if !counting_pmu(p) {
+        return Check::Skip(NEEDS_COUNTING);
+    }
+    let width_mask = (1u64 << p.arch.gp_width) - 1;
+    let _ = write(IA32_PMC0, 0x8000_0000);
+    let legacy = rdmsr(IA32_PMC0);
+    ensure!(legacy == Ok(width_mask & !0x7fff_ffff), "legacy write of 0x80000000 read back {legacy:x?}");
+    if p.pdcm && rdmsr(IA32_PERF_CAPABILITIES).is_ok_and(|c| c & (1 << 13) != 0) {
+        ensure!(write(IA32_A_PMC0, 0x8000_0000).is_ok(), "full-width write faulted");
+        ensure!(rdmsr(IA32_PMC0) == Ok(0x8000_0000), "full-width write was sign-extended");
+        ensure!(write(IA32_A_PMC0, width_mask + 1).is_err(), "full-width write beyond the width accepted");
+    }
+    let _ = write(IA32_PMC0, 0);
+    Check::Pass
+}
+
+/// With DEBUGCTL.FREEZE_PERFMON_ON_PMI, a PMI freezes the counters: on v4+
+/// by setting GLOBAL_STATUS.CTR_Frz (SDM vol. 3B §20.2.4.1).
+pub fn freeze_on_pmi(p: &Pmu) -> Check {
+    if p.arch.version < 4 {
+        return Check::Skip("checks the v4 streamlined freeze");
+    }
+    if !counting_pmu(p) {
+        return Check::Skip(NEEDS_COUNTING);
+    }
+    const IA32_DEBUGCTL: u32 = 0x1d9;
+    const FREEZE_PERFMON_ON_PMI: u64 = 1 << 12;
+    let debugctl = rdmsr(IA32_DEBUGCTL).unwrap_or(0);
+    ensure!(write(IA32_DEBUGCTL, debugctl | FREEZE_PERFMON_ON_PMI).is_ok(), "DEBUGCTL write faulted");
+    let _ = write(IA32_PMC0, 0xffff_ffff_ffff - 100);
+    let _ = write(IA32_PERFEVTSEL0, 0xc0 | evtsel::OS | evtsel::EN | evtsel::INT);
+    spin(10_000);
+    let frozen_at = rdmsr(IA32_PMC0).unwrap_or(0);
+    spin(10_000);
+    let later = rdmsr(IA32_PMC0).unwrap_or(0);
+    let status = rdmsr(IA32_PERF_GLOBAL_STATUS).unwrap_or(0);
+    let _ = write(IA32_PERFEVTSEL0, 0);
+    let _ = write(IA32_DEBUGCTL, debugctl);
+    let _ = write(IA32_PERF_GLOBAL_STATUS_RESET, 1 | status::CTR_FRZ);
+    let _ = write(IA32_PMC0, 0);
+    ensure!(status & status::CTR_FRZ != 0, "GLOBAL_STATUS {status:#x}: CTR_Frz not set after the PMI");
+    ensure!(later == frozen_at, "the counter moved from {frozen_at:#x} to {later:#x} while frozen");
     Check::Pass
 }
 
@@ -232,7 +307,7 @@ pub fn overflow_raises_one_pmi(p: &Pmu) -> Check {
         return Check::Skip("needs an x2APIC (the LVTPC is programmed through its MSR)");
     }
     if !under_perfvisor() && !counting_pmu(p) {
-        return Check::Skip("needs a counting PMU: fixed counter 0 did not advance (an emulator's register file)");
+        return Check::Skip(NEEDS_COUNTING);
     }
     let apic_base = rdmsr(IA32_APIC_BASE).unwrap_or(0);
     ensure!(write(IA32_APIC_BASE, apic_base | 1 << 11 | 1 << 10).is_ok(), "enabling x2APIC mode faulted");
@@ -281,8 +356,7 @@ fn counting_pmu(p: &Pmu) -> bool {
     let _ = write(IA32_FIXED_CTR0, 0);
     let _ = write(IA32_FIXED_CTR_CTRL, 0x1);
     let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask() | 1 << 32);
-    // SAFETY: a register-only loop.
-    unsafe { core::arch::asm!("2:", "dec {n}", "jnz 2b", n = inout(reg) 1000u64 => _) };
+    spin(1000);
     let count = rdmsr(IA32_FIXED_CTR0).unwrap_or(0);
     let _ = write(IA32_FIXED_CTR_CTRL, 0);
     let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask());
@@ -294,7 +368,7 @@ fn counting_pmu(p: &Pmu) -> bool {
 pub fn run(mut report: impl FnMut(&str, Check)) {
     let p = Pmu::detect();
     type NamedCheck = (&'static str, fn(&Pmu) -> Check);
-    let checks: [NamedCheck; 8] = [
+    let checks: [NamedCheck; 11] = [
         ("pmu_cpuid_and_counters_exist", cpuid_and_counters_exist),
         ("pmu_global_ctrl_reset_value", global_ctrl_reset_value),
         ("pmu_reserved_bits_gp", reserved_bits_gp),
@@ -302,7 +376,10 @@ pub fn run(mut report: impl FnMut(&str, Check)) {
         ("pmu_status_set_reset_inuse", status_set_reset_inuse),
         ("pmu_values_survive_exits_and_switches", values_survive_exits_and_switches),
         ("pmu_counts_instructions", counts_instructions),
+        ("pmu_counts_branches", counts_branches),
+        ("pmu_legacy_and_full_width_writes", legacy_and_full_width_writes),
         ("pmu_overflow_raises_one_pmi", overflow_raises_one_pmi),
+        ("pmu_freeze_on_pmi", freeze_on_pmi),
     ];
     for (name, check) in checks {
         let needs_pmu = name != "pmu_cpuid_and_counters_exist";

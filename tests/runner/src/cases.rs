@@ -356,7 +356,7 @@ pub fn all() -> Vec<Case> {
                 "TEST pmu_global_ctrl_reset_value ... ok",
                 "TEST pmu_perf_capabilities ... FAILED (PERF_CAPABILITIES write accepted)",
                 "TEST pmu_status_set_reset_inuse ... FAILED (STATUS_SET did not set the bits)",
-                "TESTS DONE 8 run, 2 failed",
+                "TESTS DONE 11 run, 2 failed",
             ],
             timeout: BOCHS_BIOS_LIMIT,
             needs: Needs::Nothing,
