@@ -19,6 +19,8 @@
 //! selftest=panic     # none | panic | exception: end in a deliberate failure
 //! guest=suite        # suite | ept-violation | triple-fault | exit-status | bench | pmu-fuzz
 //! vpmu=auto          # auto | mediated | fallback | off
+//! vpmu_switch=auto   # auto | lists: switch GLOBAL_CTRL with MSR-load lists even where
+//!                    # the VMCS load controls exist (so that path runs somewhere)
 //! ```
 //!
 //! A malformed config is reported line by line and ends the run with a fail
@@ -80,6 +82,7 @@ pub struct BootConfig {
     pub selftest: SelfTest,
     pub scenario: Scenario,
     pub vpmu: ModeRequest,
+    pub vpmu_msr_lists: bool,
 }
 
 /// What is wrong with a config line.
@@ -90,8 +93,13 @@ pub struct ConfigError<'a> {
 }
 
 impl BootConfig {
-    pub const DEFAULT: Self =
-        Self { log_level: None, selftest: SelfTest::None, scenario: Scenario::Suite, vpmu: ModeRequest::Auto };
+    pub const DEFAULT: Self = Self {
+        log_level: None,
+        selftest: SelfTest::None,
+        scenario: Scenario::Suite,
+        vpmu: ModeRequest::Auto,
+        vpmu_msr_lists: false,
+    };
 
     /// Parses the config text; the first bad line is an error.
     pub fn parse(text: &str) -> Result<Self, ConfigError<'_>> {
@@ -121,7 +129,10 @@ impl BootConfig {
                 ("vpmu", s) => {
                     config.vpmu = ModeRequest::parse(s).ok_or(error("vpmu must be auto, mediated, fallback or off"))?
                 }
-                _ => return Err(error("unknown key (known: log, selftest, guest, vpmu)")),
+                ("vpmu_switch", "auto") => config.vpmu_msr_lists = false,
+                ("vpmu_switch", "lists") => config.vpmu_msr_lists = true,
+                ("vpmu_switch", _) => return Err(error("vpmu_switch must be auto or lists")),
+                _ => return Err(error("unknown key (known: log, selftest, guest, vpmu, vpmu_switch)")),
             }
         }
         Ok(config)

@@ -364,7 +364,7 @@ impl Guest {
         }
         self.vpmu.engine.on_vm_exit(self.vcpu.saved_global_ctrl()?);
         let result = f(&mut self.vpmu.engine, &mut KernelPmu);
-        ActiveVmcs.write64(Vmcs64::GuestPerfGlobalCtrl, self.vpmu.engine.global_ctrl)?;
+        self.vcpu.set_guest_global_ctrl(self.vpmu.engine.global_ctrl)?;
         self.vpmu.engine.install_msr_bitmap(self.vcpu.msr_bitmap_mut());
         Ok(result)
     }
@@ -401,7 +401,7 @@ impl Guest {
             && hw.rdmsr(pmu::msr::IA32_PERFEVTSEL0) == Ok(CANARY_SELECTOR)
             && other.put(hw).is_ok();
         let intact = guest.load(hw).is_ok() && canary_intact;
-        ActiveVmcs.write64(Vmcs64::GuestPerfGlobalCtrl, self.vpmu.engine.global_ctrl)?;
+        self.vcpu.set_guest_global_ctrl(self.vpmu.engine.global_ctrl)?;
         self.vpmu.engine.install_msr_bitmap(self.vcpu.msr_bitmap_mut());
         if !intact {
             error!("pmu: the other context's canary did not survive a switch");

@@ -102,7 +102,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
             verdict::fail("VMXON");
         }
     };
-    let vpmu = match vpmu::setup(caps, config.vpmu) {
+    let vpmu = match vpmu::setup(caps, config.vpmu, config.vpmu_msr_lists) {
         Ok(v) => v,
         Err(e) => {
             error!("pmu: {e}");

@@ -170,8 +170,9 @@ pub struct Vcpu {
     pub regs: GuestRegisters,
     launched: bool,
     msr_bitmap: PhysFrame,
-    /// The VM-exit MSR-store list holding GLOBAL_CTRL, where used.
-    global_ctrl_store: Option<PhysFrame>,
+    /// The MSR-list entry holding the guest's GLOBAL_CTRL (VM-exit store
+    /// and VM-entry load list at once), where the VMCS field is not used.
+    global_ctrl_list: Option<PhysFrame>,
 }
 
 /// The VPID of the one guest (0 is the host's).
@@ -200,9 +201,18 @@ impl Vcpu {
         let vmcs = alloc("VMCS")?;
         let msr_bitmap = alloc("MSR bitmap")?;
         let pmu_on = vpmu.engine.mode() != pmu::vpmu::Mode::Off;
-        // Where the save control is missing, GLOBAL_CTRL is saved at VM exit
-        // through a one-entry MSR-store list (SDM vol. 3C §28.4).
-        let store_list = if pmu_on && !vpmu.save_control { Some(alloc("VM-exit MSR-store list")?) } else { None };
+        let by_controls = pmu_on && vpmu.switch == crate::vpmu::GlobalCtrlSwitch::Controls;
+        // The guest's GLOBAL_CTRL round-trips through the VMCS guest field when
+        // the CPU both saves it at exit and loads it at entry (SDM vol. 3C
+        // §28.3.1, §27.3.2.1). Otherwise one MSR-list entry serves as the
+        // VM-exit MSR-store list and the VM-entry MSR-load list alike: what the
+        // exit stores (§28.4) the next entry loads (§27.4), so the guest's own
+        // writes survive without any work on the exit path.
+        let round_trip_in_vmcs = by_controls && vpmu.save_control;
+        let guest_list = if pmu_on && !round_trip_in_vmcs { Some(alloc("GLOBAL_CTRL MSR list")?) } else { None };
+        // The host's 0 at VM exit: the exit control, or a VM-exit MSR-load list
+        // (stores happen before loads, §28.6).
+        let host_list = if pmu_on && !by_controls { Some(alloc("VM-exit MSR-load list")?) } else { None };
         let map = memory::phys_map();
         // SAFETY: both frames were just allocated for these structures and
         // are mapped writable; nothing else refers to them yet.
@@ -215,12 +225,12 @@ impl Vcpu {
                 let _ = bitmap.set_write(msr, Intercept::PassThrough);
             }
             vpmu.engine.install_msr_bitmap(bitmap);
-            if let Some(list) = store_list {
-                map.ptr::<MsrEntry>(list.0).write(MsrEntry {
-                    index: pmu::msr::IA32_PERF_GLOBAL_CTRL,
-                    reserved: 0,
-                    value: 0,
-                });
+            let global_ctrl = |value| MsrEntry { index: pmu::msr::IA32_PERF_GLOBAL_CTRL, reserved: 0, value };
+            if let Some(list) = guest_list {
+                map.ptr::<MsrEntry>(list.0).write(global_ctrl(vpmu.engine.global_ctrl));
+            }
+            if let Some(list) = host_list {
+                map.ptr::<MsrEntry>(list.0).write(global_ctrl(0));
             }
             vmx_hw::vmclear(vmcs.0)?;
             vmx_hw::vmptrld(vmcs.0)?;
@@ -237,15 +247,28 @@ impl Vcpu {
         let eptp = ept.eptp(false);
 
         let mut v = ActiveVmcs;
-        let needs = PmuControlNeeds { switch_global_ctrl: pmu_on, rdpmc_exiting: vpmu.engine.rdpmc_exiting() };
+        let needs = PmuControlNeeds {
+            load_global_ctrl_on_entry: round_trip_in_vmcs,
+            load_global_ctrl_on_exit: by_controls,
+            save_global_ctrl_on_exit: round_trip_in_vmcs,
+            rdpmc_exiting: vpmu.engine.rdpmc_exiting(),
+        };
         write_controls(&mut v, caps, needs)?;
-        if pmu_on {
+        if round_trip_in_vmcs {
             v.write64(Vmcs64::GuestPerfGlobalCtrl, vpmu.engine.global_ctrl)?;
+        }
+        if by_controls {
             v.write64(Vmcs64::HostPerfGlobalCtrl, 0)?;
         }
-        if let Some(list) = store_list {
+        if let Some(list) = guest_list {
             v.write64(Vmcs64::ExitMsrStoreAddress, list.0)?;
             v.write32(Vmcs32::ExitMsrStoreCount, 1)?;
+            v.write64(Vmcs64::EntryMsrLoadAddress, list.0)?;
+            v.write32(Vmcs32::EntryMsrLoadCount, 1)?;
+        }
+        if let Some(list) = host_list {
+            v.write64(Vmcs64::ExitMsrLoadAddress, list.0)?;
+            v.write32(Vmcs32::ExitMsrLoadCount, 1)?;
         }
         v.write64(Vmcs64::MsrBitmap, msr_bitmap.0)?;
         v.write64(Vmcs64::Eptp, eptp)?;
@@ -265,7 +288,7 @@ impl Vcpu {
             regs: GuestRegisters { rdi: start.rdi, ..Default::default() },
             launched: false,
             msr_bitmap,
-            global_ctrl_store: store_list,
+            global_ctrl_list: guest_list,
         })
     }
 
@@ -293,9 +316,21 @@ impl Vcpu {
         unsafe { &mut *memory::phys_map().ptr::<MsrBitmap>(self.msr_bitmap.0) }
     }
 
+    /// Sets the guest's GLOBAL_CTRL for the next VM entry.
+    pub fn set_guest_global_ctrl(&mut self, value: u64) -> Result<(), VmcsError> {
+        match self.global_ctrl_list {
+            Some(list) => {
+                // SAFETY: the list frame is ours; the CPU uses it only at VM entry and exit.
+                unsafe { (*memory::phys_map().ptr::<MsrEntry>(list.0)).value = value };
+                Ok(())
+            }
+            None => ActiveVmcs.write64(Vmcs64::GuestPerfGlobalCtrl, value),
+        }
+    }
+
     /// The guest's GLOBAL_CTRL as the last VM exit saved it.
     pub fn saved_global_ctrl(&self) -> Result<u64, VmcsError> {
-        match self.global_ctrl_store {
+        match self.global_ctrl_list {
             // SAFETY: the list frame is ours, written by the CPU at VM exit only.
             Some(list) => Ok(unsafe { memory::phys_map().ptr::<MsrEntry>(list.0).read_volatile().value }),
             None => ActiveVmcs.read64(Vmcs64::GuestPerfGlobalCtrl),

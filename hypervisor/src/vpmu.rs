@@ -60,8 +60,19 @@ pub fn discover_host() -> HostPmu {
     })
 }
 
+/// How the guest's GLOBAL_CTRL is switched at VM entry and exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobalCtrlSwitch {
+    /// The VM-entry/VM-exit "load IA32_PERF_GLOBAL_CTRL" controls.
+    Controls,
+    /// One-entry VM-entry/VM-exit MSR-load lists, where those controls are
+    /// missing (or the boot config asks: `vpmu_switch=lists`).
+    MsrLists,
+}
+
 /// The vPMU, configured.
 pub struct Vpmu {
+    pub switch: GlobalCtrlSwitch,
     pub host: HostPmu,
     pub guest: GuestPmu,
     pub engine: VirtualPmu,
@@ -86,7 +97,7 @@ impl core::fmt::Display for VpmuError {
 
 /// Discovers the host PMU, probes it, picks the mode (logging why), derives
 /// the guest's PMU and parks the hardware.
-pub fn setup(caps: &VmxCaps, request: ModeRequest) -> Result<Vpmu, VpmuError> {
+pub fn setup(caps: &VmxCaps, request: ModeRequest, force_lists: bool) -> Result<Vpmu, VpmuError> {
     let host = discover_host();
     let faulting = if host.layout.version >= 1 { host.first_faulting_msr(&mut KernelPmu) } else { None };
     let status_set_works = faulting.is_none() && host.status_set_works(&mut KernelPmu);
@@ -95,7 +106,12 @@ pub fn setup(caps: &VmxCaps, request: ModeRequest) -> Result<Vpmu, VpmuError> {
         load_global_ctrl_on_exit: caps.exit.allows(ExitControls::LOAD_PERF_GLOBAL_CTRL.bits()),
         save_global_ctrl_on_exit: caps.exit.allows(ExitControls::SAVE_PERF_GLOBAL_CTRL.bits()),
     };
-    let choice = mode::choose(&host, faulting, status_set_works, controls, request).map_err(VpmuError::Mode)?;
+    let choice = mode::choose(&host, faulting, status_set_works, request).map_err(VpmuError::Mode)?;
+    let switch = if force_lists || !(controls.load_global_ctrl_on_entry && controls.load_global_ctrl_on_exit) {
+        GlobalCtrlSwitch::MsrLists
+    } else {
+        GlobalCtrlSwitch::Controls
+    };
     info!("pmu: vPMU mode {:?}: {}", choice.mode, choice.reason);
     let guest = match choice.mode {
         Mode::Off => GuestPmu::none(&host),
@@ -110,13 +126,18 @@ pub fn setup(caps: &VmxCaps, request: ModeRequest) -> Result<Vpmu, VpmuError> {
             );
         }
         info!(
-            "pmu: GLOBAL_CTRL switched by the VM-entry/exit load controls; saved at exit by {}",
-            if controls.save_global_ctrl_on_exit { "the save control" } else { "a one-entry VM-exit MSR-store list" }
+            "pmu: the guest's GLOBAL_CTRL {}; the host's 0 loaded at VM exit by {}",
+            if switch == GlobalCtrlSwitch::Controls && controls.save_global_ctrl_on_exit {
+                "round-trips through the VMCS (save and load controls)"
+            } else {
+                "round-trips through one MSR-list entry (VM-exit store and VM-entry load list)"
+            },
+            if switch == GlobalCtrlSwitch::Controls { "the load control" } else { "a VM-exit MSR-load list" }
         );
         park(&host);
     }
     let engine = VirtualPmu::new(guest.layout, host.layout, choice.mode);
-    Ok(Vpmu { host, guest, engine, save_control: controls.save_global_ctrl_on_exit })
+    Ok(Vpmu { switch, host, guest, engine, save_control: controls.save_global_ctrl_on_exit })
 }
 
 /// Puts the PMU in the parked state the engine assumes between contexts:

@@ -31,7 +31,8 @@ impl ModeRequest {
 pub struct VmxPmuControls {
     pub load_global_ctrl_on_entry: bool,
     pub load_global_ctrl_on_exit: bool,
-    /// Without it, GLOBAL_CTRL is saved through a one-entry VM-exit MSR-store list.
+    /// Without it, GLOBAL_CTRL round-trips through one MSR-list entry (VM-exit
+    /// store and VM-entry load list).
     pub save_global_ctrl_on_exit: bool,
 }
 
@@ -41,7 +42,6 @@ pub enum NoPmu {
     NoArchitecturalPmu,
     VersionOne,
     MsrFaults { msr: u32, version: u8 },
-    LoadControlsMissing,
 }
 
 impl fmt::Display for NoPmu {
@@ -53,9 +53,6 @@ impl fmt::Display for NoPmu {
                 f,
                 "CPUID.0AH advertises PMU version {version} but MSR {msr:#x} raises #GP (an emulator without PMU MSRs, e.g. Bochs without its msrs= file)"
             ),
-            Self::LoadControlsMissing => {
-                f.write_str("the VM-entry/VM-exit \"load IA32_PERF_GLOBAL_CTRL\" controls are missing")
-            }
         }
     }
 }
@@ -133,7 +130,6 @@ pub fn choose(
     host: &HostPmu,
     faulting_msr: Option<u32>,
     status_set_works: bool,
-    vmx: VmxPmuControls,
     request: ModeRequest,
 ) -> Result<ModeChoice, ModeError> {
     let version = host.layout.version;
@@ -141,12 +137,8 @@ pub fn choose(
         Some(NoPmu::NoArchitecturalPmu)
     } else if version == 1 {
         Some(NoPmu::VersionOne)
-    } else if let Some(msr) = faulting_msr {
-        Some(NoPmu::MsrFaults { msr, version })
-    } else if !(vmx.load_global_ctrl_on_entry && vmx.load_global_ctrl_on_exit) {
-        Some(NoPmu::LoadControlsMissing)
     } else {
-        None
+        faulting_msr.map(|msr| NoPmu::MsrFaults { msr, version })
     };
     let error = |missing| ModeError { requested: request, missing, host_version: version };
     match (request, unavailable) {
@@ -185,41 +177,33 @@ mod tests {
         })
     }
 
-    const ALL: VmxPmuControls = VmxPmuControls {
-        load_global_ctrl_on_entry: true,
-        load_global_ctrl_on_exit: true,
-        save_global_ctrl_on_exit: false,
-    };
-
     #[test]
     fn automatic_choice_and_reasons() {
-        let c = choose(&host(0x0730_0404), None, true, ALL, ModeRequest::Auto).unwrap();
+        let c = choose(&host(0x0730_0404), None, true, ModeRequest::Auto).unwrap();
         assert_eq!(c.mode, Mode::Mediated);
-        let c = choose(&host(0x0730_0403), None, false, ALL, ModeRequest::Auto).unwrap();
+        let c = choose(&host(0x0730_0403), None, false, ModeRequest::Auto).unwrap();
         assert_eq!((c.mode, c.reason), (Mode::Fallback, ModeReason::HostV2OrV3(3)));
-        let c = choose(&host(0x0730_0404), Some(0x38f), true, ALL, ModeRequest::Auto).unwrap();
+        let c = choose(&host(0x0730_0404), Some(0x38f), true, ModeRequest::Auto).unwrap();
         assert_eq!(c.mode, Mode::Off);
         assert!(c.reason.to_string().contains("MSR 0x38f raises #GP"));
-        let none = VmxPmuControls { load_global_ctrl_on_exit: false, ..ALL };
-        assert_eq!(choose(&host(0x0730_0404), None, true, none, ModeRequest::Auto).unwrap().mode, Mode::Off);
     }
 
     #[test]
     fn a_request_the_host_cannot_meet_is_an_error_naming_what_is_missing() {
-        let e = choose(&host(0x0730_0403), None, false, ALL, ModeRequest::Mediated).unwrap_err();
+        let e = choose(&host(0x0730_0403), None, false, ModeRequest::Mediated).unwrap_err();
         assert_eq!(
             e.to_string(),
             "vpmu=mediated needs host PMU version 4 (IA32_PERF_GLOBAL_STATUS_SET); this host has version 3"
         );
-        let e = choose(&host(0x0730_0404), Some(0x38f), true, ALL, ModeRequest::Fallback).unwrap_err();
+        let e = choose(&host(0x0730_0404), Some(0x38f), true, ModeRequest::Fallback).unwrap_err();
         assert!(e.to_string().contains("raises #GP"));
-        assert_eq!(choose(&host(0x0730_0404), None, true, ALL, ModeRequest::Off).unwrap().mode, Mode::Off);
-        let c = choose(&host(0x0730_0404), None, false, ALL, ModeRequest::Auto).unwrap();
+        assert_eq!(choose(&host(0x0730_0404), None, true, ModeRequest::Off).unwrap().mode, Mode::Off);
+        let c = choose(&host(0x0730_0404), None, false, ModeRequest::Auto).unwrap();
         assert_eq!((c.mode, c.reason), (Mode::Fallback, ModeReason::StatusSetIneffective(4)));
-        assert!(choose(&host(0x0730_0404), None, false, ALL, ModeRequest::Mediated).is_err());
-        let e = choose(&host(0x0730_0404), None, true, ALL, ModeRequest::Fallback).unwrap_err();
+        assert!(choose(&host(0x0730_0404), None, false, ModeRequest::Mediated).is_err());
+        let e = choose(&host(0x0730_0404), None, true, ModeRequest::Fallback).unwrap_err();
         assert!(e.to_string().contains("could not freeze the counters"));
-        let c = choose(&host(0x0730_0404), None, false, ALL, ModeRequest::Fallback).unwrap();
+        let c = choose(&host(0x0730_0404), None, false, ModeRequest::Fallback).unwrap();
         assert_eq!(c.mode, Mode::Fallback, "fallback is fine where STATUS_SET does nothing");
     }
 }

@@ -91,8 +91,12 @@ pub struct ResolvedControls {
 /// What the vPMU needs from the controls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PmuControlNeeds {
-    /// Switch IA32_PERF_GLOBAL_CTRL on entry and exit (required when set).
-    pub switch_global_ctrl: bool,
+    /// "Load IA32_PERF_GLOBAL_CTRL" on VM entry (required when set).
+    pub load_global_ctrl_on_entry: bool,
+    /// "Load IA32_PERF_GLOBAL_CTRL" on VM exit (required when set).
+    pub load_global_ctrl_on_exit: bool,
+    /// "Save IA32_PERF_GLOBAL_CTRL" on VM exit (required when set).
+    pub save_global_ctrl_on_exit: bool,
     /// RDPMC must exit (the guest has fewer counters than the host).
     pub rdpmc_exiting: bool,
 }
@@ -104,11 +108,11 @@ pub struct PmuControlNeeds {
 /// GLOBAL_CTRL, RDTSCP, INVPCID, XSAVES for the guest, NMI exiting).
 /// Errors name the missing bits.
 pub fn resolve_for_guest(caps: &VmxCaps, pmu: PmuControlNeeds) -> Result<ResolvedControls, MissingControls> {
-    let (exit_pmu, exit_pmu_optional, entry_pmu) = if pmu.switch_global_ctrl {
-        (ExitControls::LOAD_PERF_GLOBAL_CTRL, ExitControls::SAVE_PERF_GLOBAL_CTRL, EntryControls::LOAD_PERF_GLOBAL_CTRL)
-    } else {
-        (ExitControls::empty(), ExitControls::empty(), EntryControls::empty())
-    };
+    let bit = |on: bool, b| if on { b } else { ExitControls::empty() };
+    let exit_pmu = bit(pmu.load_global_ctrl_on_exit, ExitControls::LOAD_PERF_GLOBAL_CTRL)
+        | bit(pmu.save_global_ctrl_on_exit, ExitControls::SAVE_PERF_GLOBAL_CTRL);
+    let entry_pmu =
+        if pmu.load_global_ctrl_on_entry { EntryControls::LOAD_PERF_GLOBAL_CTRL } else { EntryControls::empty() };
     let rdpmc = if pmu.rdpmc_exiting { PrimaryControls::RDPMC_EXITING } else { PrimaryControls::empty() };
     Ok(ResolvedControls {
         pin: caps.pin.resolve("pin-based controls", 0, PinControls::NMI_EXITING.bits())?,
@@ -131,8 +135,7 @@ pub fn resolve_for_guest(caps: &VmxCaps, pmu: PmuControlNeeds) -> Result<Resolve
             "VM-exit controls",
             (ExitControls::HOST_ADDRESS_SPACE_SIZE | ExitControls::SAVE_EFER | ExitControls::LOAD_EFER | exit_pmu)
                 .bits(),
-            (ExitControls::SAVE_PAT | ExitControls::LOAD_PAT | ExitControls::SAVE_DEBUG_CONTROLS | exit_pmu_optional)
-                .bits(),
+            (ExitControls::SAVE_PAT | ExitControls::LOAD_PAT | ExitControls::SAVE_DEBUG_CONTROLS).bits(),
         )?,
         entry: caps.entry.resolve(
             "VM-entry controls",
@@ -177,7 +180,12 @@ mod tests {
 
     #[test]
     fn bochs_models_get_every_required_and_optional_control() {
-        let pmu = PmuControlNeeds { switch_global_ctrl: true, rdpmc_exiting: false };
+        let pmu = PmuControlNeeds {
+            load_global_ctrl_on_entry: true,
+            load_global_ctrl_on_exit: true,
+            save_global_ctrl_on_exit: false,
+            rdpmc_exiting: false,
+        };
         for caps in [skylake_x(), tigerlake()] {
             let c = resolve_for_guest(&caps, pmu).unwrap();
             assert!(ExitControls::from_bits_retain(c.exit).contains(ExitControls::LOAD_PERF_GLOBAL_CTRL));

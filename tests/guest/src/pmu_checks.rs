@@ -172,6 +172,10 @@ pub fn values_survive_exits_and_switches(p: &Pmu) -> Check {
     for i in p.arch.fixed.iter() {
         ensure!(write(IA32_FIXED_CTR0 + i, counter(16 + i)).is_ok(), "FC{i} write faulted");
     }
+    // GLOBAL_CTRL too (every selector has EN clear: nothing counts): the VM
+    // entry must load the value the guest last wrote, not a stale one.
+    let global = p.arch.gp_mask() & 0b101;
+    ensure!(write(IA32_PERF_GLOBAL_CTRL, global).is_ok(), "GLOBAL_CTRL write faulted");
     for _ in 0..10_000 {
         core::hint::black_box(__cpuid_count(0, 0));
     }
@@ -186,6 +190,9 @@ pub fn values_survive_exits_and_switches(p: &Pmu) -> Check {
     for i in p.arch.fixed.iter() {
         ensure!(rdmsr(IA32_FIXED_CTR0 + i) == Ok(counter(16 + i)), "FIXED_CTR{i} = {:x?}", rdmsr(IA32_FIXED_CTR0 + i));
     }
+    let global_after = rdmsr(IA32_PERF_GLOBAL_CTRL);
+    let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask());
+    ensure!(global_after == Ok(global), "GLOBAL_CTRL = {global_after:x?} after the exits, want {global:#x}");
     for i in 0..p.gp() {
         let _ = write(IA32_PERFEVTSEL0 + i, 0);
         let _ = write(IA32_PMC0 + i, 0);
