@@ -108,6 +108,25 @@ impl Guest {
         v.write_natural(VmcsNatural::GuestRip, rip + u64::from(len))
     }
 
+    /// An emulated instruction completed: step over it, and count it as
+    /// retired for the guest's counters (hardware did not see it).
+    #[inline(always)]
+    fn retire_emulated(&mut self) -> Result<(), VmcsError> {
+        self.advance_rip()?;
+        // Costs one bit test unless a guest counter counts instructions.
+        if self.vpmu.engine.may_count(ArchEvent::InstructionsRetired) {
+            self.account_emulated_instruction()?;
+        }
+        Ok(())
+    }
+
+    /// An emulated RDMSR/RDPMC completed with `value` in EDX:EAX.
+    fn complete_read(&mut self, value: u64) -> Result<(), VmcsError> {
+        self.vcpu.regs.rax = value & 0xffff_ffff;
+        self.vcpu.regs.rdx = value >> 32;
+        self.retire_emulated()
+    }
+
     fn inject_gp(&self) -> Result<(), VmcsError> {
         let mut v = ActiveVmcs;
         v.write32(Vmcs32::EntryInterruptionInfo, injection_info(13, EventKind::HardwareException, true))?;
@@ -176,17 +195,12 @@ impl Guest {
                 let r = self.cpuid.lookup(self.vcpu.regs.rax as u32, self.vcpu.regs.rcx as u32);
                 let regs = &mut self.vcpu.regs;
                 (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (r.eax.into(), r.ebx.into(), r.ecx.into(), r.edx.into());
-                self.advance_rip()?;
+                self.retire_emulated()?;
             }
             ExitReason::Rdmsr => {
                 let msr = self.vcpu.regs.rcx as u32;
                 match self.read_msr(msr)? {
-                    Ok(value) => {
-                        self.vcpu.regs.rax = value & 0xffff_ffff;
-                        self.vcpu.regs.rdx = value >> 32;
-                        self.advance_rip()?;
-                        self.account_emulated_instruction()?;
-                    }
+                    Ok(value) => self.complete_read(value)?,
                     Err(InjectGp) => self.inject_gp()?,
                 }
             }
@@ -194,29 +208,20 @@ impl Guest {
                 let msr = self.vcpu.regs.rcx as u32;
                 let value = (self.vcpu.regs.rdx << 32) | (self.vcpu.regs.rax & 0xffff_ffff);
                 match self.write_msr(msr, value)? {
-                    Ok(()) => {
-                        self.advance_rip()?;
-                        self.account_emulated_instruction()?;
-                    }
+                    Ok(()) => self.retire_emulated()?,
                     Err(InjectGp) => self.inject_gp()?,
                 }
             }
             ExitReason::Vmcall => {
                 let end = self.hypercall()?;
-                self.advance_rip()?;
-                self.account_emulated_instruction()?;
+                self.retire_emulated()?;
                 return Ok(end);
             }
             ExitReason::Rdpmc => {
                 let ecx = self.vcpu.regs.rcx as u32;
                 let value = self.with_engine(|e, hw| e.rdpmc(hw, ecx))?;
                 match value {
-                    Ok(v) => {
-                        self.vcpu.regs.rax = v & 0xffff_ffff;
-                        self.vcpu.regs.rdx = v >> 32;
-                        self.advance_rip()?;
-                        self.account_emulated_instruction()?;
-                    }
+                    Ok(v) => self.complete_read(v)?,
                     Err(_) => self.inject_gp()?,
                 }
             }
@@ -370,12 +375,10 @@ impl Guest {
     }
 
     /// The instruction perfvisor just emulated retired in software: guest
-    /// counters counting instructions are incremented (hardware did not see
-    /// it). Costs a flag test when none does.
+    /// counters counting instructions are incremented (hardware did not see it).
+    #[cold]
+    #[inline(never)]
     fn account_emulated_instruction(&mut self) -> Result<(), VmcsError> {
-        if !self.vpmu.engine.may_count(ArchEvent::InstructionsRetired) {
-            return Ok(());
-        }
         // CPL = SS.DPL (SDM vol. 3A §5.5): access-rights bits 6:5.
         let ring =
             if (ActiveVmcs.read32(Vmcs32::GuestSsAccessRights)? >> 5) & 3 == 3 { Ring::User } else { Ring::Kernel };

@@ -87,7 +87,7 @@ pub fn enter_root_mode(caps: &VmxCaps) -> Result<PhysFrame, VmxonError> {
     }
 
     // The VMXON region: a zeroed 4 KiB frame starting with the VMCS
-    // revision identifier (SDM vol. 3C §26.11.5).
+    // revision identifier (SDM vol. 3C §25.11.5).
     let region = memory::allocate_frame().ok_or(VmxonError::OutOfMemory)?;
     let revision = caps.basic().revision_id();
     // SAFETY: the frame was just allocated for this purpose and is mapped

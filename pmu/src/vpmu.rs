@@ -314,6 +314,7 @@ impl VirtualPmu {
 
     /// Whether some guest counter could count `event` (enabled selector or
     /// fixed-counter field for it): the one-bit test before accounting.
+    #[inline]
     pub fn may_count(&self, event: ArchEvent) -> bool {
         self.may_count & (1 << event as u8) != 0
     }

@@ -120,11 +120,7 @@ pub fn run(args: &[String]) -> Fallible<bool> {
     o.finish()?;
     setup::ensure_emulators()?;
     let builder = Builder::new()?;
-    let bochs = |cpu: Option<String>| {
-        let model = cpu.unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into());
-        let msrs = msrs.clone().or_else(|| default_msrs(&model));
-        Emulator::Bochs { model, msrs }
-    };
+    let bochs = |cpu: Option<String>| bochs_emulator(cpu, msrs.clone());
     let emulator = match choice.as_str() {
         "bochs" => bochs(cpu),
         "qemu" => match kvm_usable(&builder)? {
@@ -184,7 +180,7 @@ pub fn qemu(args: &[String]) -> Fallible<bool> {
 
 pub fn bochs(args: &[String]) -> Fallible<bool> {
     let mut o = Options::new(args);
-    let model = o.value(&["--cpu"])?.unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into());
+    let cpu = o.value(&["--cpu"])?;
     let firmware = parse_firmware(&mut o)?;
     let msrs = o.value(&["--msrs"])?.map(PathBuf::from);
     let config = read_config(o.value(&["--config"])?)?;
@@ -194,8 +190,7 @@ pub fn bochs(args: &[String]) -> Fallible<bool> {
     let builder = Builder::new()?;
     let image = builder.image(firmware, config.as_deref(), GuestImage::TestKernel)?;
     eprintln!("xtask: bochsrc and logs go to {}", build_dir().join("runs/interactive").display());
-    let msrs = msrs.or_else(|| default_msrs(&model));
-    boot_interactive(Emulator::Bochs { model, msrs }, firmware, image, timeout, false)
+    boot_interactive(bochs_emulator(cpu, msrs), firmware, image, timeout, false)
 }
 
 /// `cargo fmt --check` and `cargo clippy -D warnings` over every crate:
@@ -248,6 +243,13 @@ pub fn lint(args: &[String]) -> Fallible<bool> {
     Ok(clean)
 }
 
+/// Bochs with `cpu` (default: tigerlake) and `msrs` (default: the model's committed file).
+fn bochs_emulator(cpu: Option<String>, msrs: Option<PathBuf>) -> Emulator {
+    let model = cpu.unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into());
+    let msrs = msrs.or_else(|| default_msrs(&model));
+    Emulator::Bochs { model, msrs }
+}
+
 /// The committed msrs file of a Bochs model (its PMU MSRs as registers, so
 /// the vPMU is on), when there is one; said on the console.
 fn default_msrs(model: &str) -> Option<PathBuf> {
@@ -285,11 +287,7 @@ pub fn pmu_report(args: &[String]) -> Fallible<bool> {
     o.finish()?;
     setup::ensure_emulators()?;
     let builder = Builder::new()?;
-    let bochs = |cpu: Option<String>| {
-        let model = cpu.unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into());
-        let msrs = default_msrs(&model);
-        Emulator::Bochs { model, msrs }
-    };
+    let bochs = |cpu: Option<String>| bochs_emulator(cpu, None);
     let emulator = match choice.as_str() {
         "bochs" => bochs(cpu),
         "qemu" | "auto" => match kvm_usable(&builder)? {

@@ -300,6 +300,29 @@ pub fn freeze_on_pmi(p: &Pmu) -> Check {
     Check::Pass
 }
 
+/// Instructions perfvisor emulates never retire in hardware, so it counts
+/// them in software: on registers that do not count (Bochs), 100 CPUIDs must
+/// add exactly 100 to a counter counting instructions at ring 0.
+pub fn emulated_instructions_counted(p: &Pmu) -> Check {
+    if !under_perfvisor() {
+        return Check::Skip("checks perfvisor's software accounting (natively the hardware counts)");
+    }
+    if counting_pmu(p) {
+        return Check::Skip("exact only where the hardware does not count too (an emulator's registers)");
+    }
+    let _ = write(IA32_PMC0, 0);
+    let _ = write(IA32_PERFEVTSEL0, 0xc0 | evtsel::OS | evtsel::EN);
+    let before = rdmsr(IA32_PMC0).unwrap_or(0);
+    for _ in 0..100 {
+        core::hint::black_box(__cpuid_count(0, 0));
+    }
+    let after = rdmsr(IA32_PMC0).unwrap_or(0);
+    let _ = write(IA32_PERFEVTSEL0, 0);
+    let _ = write(IA32_PMC0, 0);
+    ensure!(after - before == 100, "100 emulated CPUIDs counted as {}", after.wrapping_sub(before));
+    Check::Pass
+}
+
 const IA32_APIC_BASE: u32 = 0x1b;
 const X2APIC_LVT_PMI: u32 = 0x834;
 const LVT_MASKED: u64 = 1 << 16;
@@ -375,7 +398,7 @@ fn counting_pmu(p: &Pmu) -> bool {
 pub fn run(mut report: impl FnMut(&str, Check)) {
     let p = Pmu::detect();
     type NamedCheck = (&'static str, fn(&Pmu) -> Check);
-    let checks: [NamedCheck; 11] = [
+    let checks: [NamedCheck; 12] = [
         ("pmu_cpuid_and_counters_exist", cpuid_and_counters_exist),
         ("pmu_global_ctrl_reset_value", global_ctrl_reset_value),
         ("pmu_reserved_bits_gp", reserved_bits_gp),
@@ -384,6 +407,7 @@ pub fn run(mut report: impl FnMut(&str, Check)) {
         ("pmu_values_survive_exits_and_switches", values_survive_exits_and_switches),
         ("pmu_counts_instructions", counts_instructions),
         ("pmu_counts_branches", counts_branches),
+        ("pmu_emulated_instructions_counted", emulated_instructions_counted),
         ("pmu_legacy_and_full_width_writes", legacy_and_full_width_writes),
         ("pmu_overflow_raises_one_pmi", overflow_raises_one_pmi),
         ("pmu_freeze_on_pmi", freeze_on_pmi),

@@ -356,7 +356,7 @@ pub fn all() -> Vec<Case> {
                 "TEST pmu_global_ctrl_reset_value ... ok",
                 "TEST pmu_perf_capabilities ... FAILED (PERF_CAPABILITIES write accepted)",
                 "TEST pmu_status_set_reset_inuse ... FAILED (STATUS_SET did not set the bits)",
-                "TESTS DONE 11 run, 2 failed",
+                "TESTS DONE 12 run, 2 failed",
             ],
             timeout: BOCHS_BIOS_LIMIT,
             needs: Needs::Nothing,
@@ -449,7 +449,7 @@ pub fn run_case(case: &Case, image: &Path, run_root: &Path, kvm: &Result<(), Str
     if let Some(prefix) = case.repeatable_line {
         let line = |serial: &str| serial.lines().find(|l| l.starts_with(prefix)).map(str::to_string);
         let again = BootSpec { run_dir: run_root.join(format!("{}-again", case.name)), ..spec.clone() };
-        match boot_again(&again) {
+        match crate::boot::boot(&again).map(|b| b.serial) {
             Ok(serial) if line(&serial) == line(&boot.serial) => {}
             Ok(serial) => {
                 problems.push(format!("a second boot gave {:?}, the first {:?}", line(&serial), line(&boot.serial)))
@@ -491,10 +491,6 @@ pub fn run_case(case: &Case, image: &Path, run_root: &Path, kvm: &Result<(), Str
     };
     results.insert(0, result(outcome));
     results
-}
-
-fn boot_again(spec: &BootSpec) -> Result<String, String> {
-    boot(spec).map(|b| b.serial)
 }
 
 /// `TEST name ... ok|FAILED (why)|skipped (why)` lines, as the hypervisor
