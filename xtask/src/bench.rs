@@ -6,7 +6,7 @@ use crate::images::{build_dir, Builder};
 use crate::{setup, Fallible, Options};
 use perfvisor_runner::boot::{boot, BootSpec};
 use perfvisor_runner::cases::GuestImage;
-use perfvisor_runner::emulator::{Emulator, Firmware};
+use perfvisor_runner::emulator::{BochsPmu, Emulator, Firmware};
 use std::time::Duration;
 
 const FIRST_LINE: &str = "hypervisor starting";
@@ -14,16 +14,17 @@ const VMX_ROOT: &str = "vmx: entered VMX root mode";
 
 pub fn bench(args: &[String]) -> Fallible<bool> {
     let Some((what, rest)) = args.split_first() else {
-        return Err("bench needs a benchmark name: boot, exits or pmu-switch".into());
+        return Err("bench needs a benchmark name: boot, exits, bochs or pmu-switch".into());
     };
     match what.as_str() {
         "boot" => boot_bench(rest),
         "exits" => exits_bench(rest),
+        "bochs" => bochs_bench(rest),
         "pmu-switch" => {
             Options::new(rest).finish()?;
             Ok(crate::bench_pmu::pmu_switch())
         }
-        other => Err(format!("unknown benchmark {other:?} (available: boot, exits, pmu-switch)")),
+        other => Err(format!("unknown benchmark {other:?} (available: boot, exits, bochs, pmu-switch)")),
     }
 }
 
@@ -42,10 +43,12 @@ fn boot_bench(args: &[String]) -> Fallible<bool> {
         None => 3,
         Some(r) => r.parse().ok().filter(|&n| n >= 1).ok_or(format!("--runs takes a positive number, not {r:?}"))?,
     };
+    let bochs_binary = o.value(&["--bochs"])?;
     o.finish()?;
     setup::ensure_emulators()?;
+    crate::bochs_build::resolve(bochs_binary)?;
     let builder = Builder::new()?;
-    let bochs = Emulator::Bochs { model: "corei7_skylake_x".into(), msrs: None };
+    let bochs = Emulator::Bochs { model: "corei7_skylake_x".into(), pmu: BochsPmu::Counting, msrs: None };
     let setups = [
         ("Bochs BIOS (corei7_skylake_x)", bochs.clone(), Firmware::Bios),
         ("Bochs UEFI (corei7_skylake_x, OVMF)", bochs, Firmware::Uefi),
@@ -91,19 +94,17 @@ fn boot_bench(args: &[String]) -> Fallible<bool> {
 fn exits_bench(args: &[String]) -> Fallible<bool> {
     let mut o = Options::new(args);
     let model = o.value(&["--cpu"])?.unwrap_or_else(|| "tigerlake".into());
+    let bochs_binary = o.value(&["--bochs"])?;
     o.finish()?;
     setup::ensure_emulators()?;
+    crate::bochs_build::resolve(bochs_binary)?;
     let builder = Builder::new()?;
-    let msrs = perfvisor_runner::bochs_msrs::MODELS
-        .iter()
-        .any(|m| m.model == model)
-        .then(|| std::path::PathBuf::from(perfvisor_runner::bochs_msrs::path(&model)));
-    // The same Bochs machine (with its PMU MSRs), the vPMU off and on.
+    // The same Bochs machine (with its counting PMU), the vPMU off and on.
     let mut columns = Vec::new();
     for (label, config) in [("vPMU off", "guest=bench\nvpmu=off\n"), ("vPMU on", "guest=bench\n")] {
         let image = builder.image(Firmware::Bios, Some(config), GuestImage::TestKernel)?;
         let outcome = boot(&BootSpec {
-            emulator: Emulator::Bochs { model: model.clone(), msrs: msrs.clone() },
+            emulator: Emulator::Bochs { model: model.clone(), pmu: BochsPmu::Counting, msrs: None },
             firmware: Firmware::Bios,
             image,
             run_dir: build_dir().join("runs").join(format!("bench-exits-{}", label.replace(' ', "-"))),
@@ -145,4 +146,66 @@ fn exits_bench(args: &[String]) -> Fallible<bool> {
     println!("targets: <= 150 hypervisor instructions per CPUID exit (the figure includes VM exit/entry);");
     println!("         <= 10 extra with the vPMU on");
     Ok(true)
+}
+
+/// `cargo xtask bench bochs`: the counting Bochs' speed with its PMU on
+/// (`pmu=1`) relative to the same binary with it off, on one workload that
+/// does not depend on the PMU (perfvisor with `vpmu=off` running the exit
+/// benchmark guest); and how long the cached build took.
+fn bochs_bench(args: &[String]) -> Fallible<bool> {
+    let mut o = Options::new(args);
+    let runs: usize = match o.value(&["--runs"])? {
+        None => 3,
+        Some(r) => r.parse().ok().filter(|&n| n >= 1).ok_or(format!("--runs takes a positive number, not {r:?}"))?,
+    };
+    let model = o.value(&["--cpu"])?.unwrap_or_else(|| "tigerlake".into());
+    let bochs_binary = o.value(&["--bochs"])?;
+    o.finish()?;
+    setup::ensure_emulators()?;
+    let binary = crate::bochs_build::resolve(bochs_binary)?;
+    let builder = Builder::new()?;
+    let image = builder.image(Firmware::Bios, Some("guest=bench\nvpmu=off\n"), GuestImage::TestKernel)?;
+    let mut medians = Vec::new();
+    for (label, pmu) in [("PMU off (pmu=0)", BochsPmu::Stock), ("counting PMU (pmu=1)", BochsPmu::Counting)] {
+        let mut times = Vec::new();
+        for i in 0..runs {
+            let outcome = boot(&BootSpec {
+                emulator: Emulator::Bochs { model: model.clone(), pmu, msrs: None },
+                firmware: Firmware::Bios,
+                image: image.clone(),
+                run_dir: build_dir().join("runs").join(format!("bench-bochs-{}-{i}", pmu_tag(pmu))),
+                timeout: Duration::from_secs(600),
+                echo: false,
+                gdb: false,
+                watch: Vec::new(),
+            })?;
+            if outcome.verdict != perfvisor_runner::boot::Verdict::Pass {
+                return Err(format!("{label}: run {i} ended {:?}; files in {}", outcome.verdict, outcome.run_dir.display()));
+            }
+            times.push(outcome.elapsed.as_secs_f64());
+        }
+        let m = median(times.clone()).unwrap_or(0.0);
+        println!("{label:<24} median {m:>6.2} s over {runs} runs {times:.2?}");
+        medians.push(m);
+    }
+    println!(
+        "speed of the counting PMU relative to PMU off: {:.3}x (target >= 0.95x; wall time, so noisy on a busy machine)",
+        medians[0] / medians[1].max(f64::MIN_POSITIVE)
+    );
+    let info = binary.parent().and_then(|bin| bin.parent()).map(|dir| dir.join("BUILD-INFO"));
+    match info.and_then(|p| std::fs::read_to_string(p).ok()) {
+        Some(text) => {
+            let built = text.lines().find(|l| l.starts_with("built in")).unwrap_or("build time not recorded");
+            println!("the cached build ({}): {built}", binary.display());
+        }
+        None => println!("{} is not a cached counting build: no build time recorded", binary.display()),
+    }
+    Ok(true)
+}
+
+fn pmu_tag(pmu: BochsPmu) -> &'static str {
+    match pmu {
+        BochsPmu::Stock => "pmu0",
+        _ => "pmu1",
+    }
 }

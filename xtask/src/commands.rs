@@ -5,7 +5,7 @@ use crate::setup;
 use crate::{Fallible, Options};
 use perfvisor_runner::boot::{boot, BootSpec, Verdict};
 use perfvisor_runner::cases::GuestImage;
-use perfvisor_runner::emulator::{Emulator, Firmware};
+use perfvisor_runner::emulator::{BochsPmu, Emulator, Firmware};
 use perfvisor_runner::kvm;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -115,14 +115,14 @@ pub fn run(args: &[String]) -> Fallible<bool> {
     let firmware = parse_firmware(&mut o)?;
     let cpu = o.value(&["--cpu"])?;
     let config = read_config(o.value(&["--config"])?)?;
-    let msrs = o.value(&["--msrs"])?.map(PathBuf::from);
+    let bochs_options = BochsOptions::parse(&mut o)?;
     let timeout = parse_timeout(&mut o, firmware)?;
     o.finish()?;
     setup::ensure_emulators()?;
     let builder = Builder::new()?;
-    let bochs = |cpu: Option<String>| bochs_emulator(cpu, msrs.clone());
+    let bochs = |cpu: Option<String>| bochs_options.emulator(cpu);
     let emulator = match choice.as_str() {
-        "bochs" => bochs(cpu),
+        "bochs" => bochs(cpu)?,
         "qemu" => match kvm_usable(&builder)? {
             Ok(()) => Emulator::Qemu { kvm: true, cpu },
             Err(why) => {
@@ -134,7 +134,7 @@ pub fn run(args: &[String]) -> Fallible<bool> {
             Ok(()) => Emulator::Qemu { kvm: true, cpu },
             Err(why) => {
                 eprintln!("xtask: QEMU/KVM cannot run perfvisor here ({why}); using Bochs, which emulates VMX");
-                bochs(cpu)
+                bochs(cpu)?
             }
         },
         other => return Err(format!("--emulator takes auto, qemu or bochs, not {other:?}")),
@@ -182,15 +182,16 @@ pub fn bochs(args: &[String]) -> Fallible<bool> {
     let mut o = Options::new(args);
     let cpu = o.value(&["--cpu"])?;
     let firmware = parse_firmware(&mut o)?;
-    let msrs = o.value(&["--msrs"])?.map(PathBuf::from);
+    let bochs_options = BochsOptions::parse(&mut o)?;
     let config = read_config(o.value(&["--config"])?)?;
     let timeout = parse_timeout(&mut o, firmware)?;
     o.finish()?;
     setup::ensure_emulators()?;
+    let emulator = bochs_options.emulator(cpu)?;
     let builder = Builder::new()?;
     let image = builder.image(firmware, config.as_deref(), GuestImage::TestKernel)?;
     eprintln!("xtask: bochsrc and logs go to {}", build_dir().join("runs/interactive").display());
-    boot_interactive(bochs_emulator(cpu, msrs), firmware, image, timeout, false)
+    boot_interactive(emulator, firmware, image, timeout, false)
 }
 
 /// `cargo fmt --check` and `cargo clippy -D warnings` over every crate:
@@ -243,11 +244,38 @@ pub fn lint(args: &[String]) -> Fallible<bool> {
     Ok(clean)
 }
 
-/// Bochs with `cpu` (default: tigerlake) and `msrs` (default: the model's committed file).
-fn bochs_emulator(cpu: Option<String>, msrs: Option<PathBuf>) -> Emulator {
-    let model = cpu.unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into());
-    let msrs = msrs.or_else(|| default_msrs(&model));
-    Emulator::Bochs { model, msrs }
+/// How a command's Bochs runs: `--bochs PATH`, `--pmu counting|stock`, `--msrs FILE`.
+pub struct BochsOptions {
+    binary: Option<String>,
+    pmu: BochsPmu,
+    msrs: Option<PathBuf>,
+}
+
+impl BochsOptions {
+    pub fn parse(o: &mut Options) -> Fallible<Self> {
+        let binary = o.value(&["--bochs"])?;
+        let pmu = match o.value(&["--pmu"])?.as_deref() {
+            None | Some("counting") => BochsPmu::Counting,
+            Some("counting-save") => BochsPmu::CountingWithSaveControl,
+            Some("stock") => BochsPmu::Stock,
+            Some(other) => return Err(format!("--pmu takes counting, counting-save or stock, not {other:?}")),
+        };
+        let msrs = o.value(&["--msrs"])?.map(PathBuf::from);
+        Ok(Self { binary, pmu, msrs })
+    }
+
+    /// Bochs with `cpu` (default: tigerlake), the Bochs binary resolved
+    /// (built if need be). A stock PMU gets the model's committed msrs file
+    /// unless `--msrs` names another: the fallback mode's plain registers.
+    pub fn emulator(&self, cpu: Option<String>) -> Fallible<Emulator> {
+        crate::bochs_build::resolve(self.binary.clone())?;
+        let model = cpu.unwrap_or_else(|| DEFAULT_BOCHS_MODEL.into());
+        let msrs = match self.pmu {
+            BochsPmu::Stock => self.msrs.clone().or_else(|| default_msrs(&model)),
+            _ => self.msrs.clone(),
+        };
+        Ok(Emulator::Bochs { model, pmu: self.pmu, msrs })
+    }
 }
 
 /// The committed msrs file of a Bochs model (its PMU MSRs as registers, so
@@ -284,17 +312,18 @@ pub fn pmu_report(args: &[String]) -> Fallible<bool> {
     let mut o = Options::new(args);
     let choice = o.value(&["--emulator"])?.unwrap_or_else(|| "auto".into());
     let cpu = o.value(&["--cpu"])?;
+    let bochs_options = BochsOptions::parse(&mut o)?;
     o.finish()?;
     setup::ensure_emulators()?;
     let builder = Builder::new()?;
-    let bochs = |cpu: Option<String>| bochs_emulator(cpu, None);
+    let bochs = |cpu: Option<String>| bochs_options.emulator(cpu);
     let emulator = match choice.as_str() {
-        "bochs" => bochs(cpu),
+        "bochs" => bochs(cpu)?,
         "qemu" | "auto" => match kvm_usable(&builder)? {
             Ok(()) => Emulator::Qemu { kvm: true, cpu },
             Err(why) if choice == "auto" => {
                 eprintln!("xtask: QEMU/KVM cannot run perfvisor here ({why}); using Bochs");
-                bochs(cpu)
+                bochs(cpu)?
             }
             Err(why) => return Err(format!("QEMU/KVM cannot run perfvisor here: {why}")),
         },

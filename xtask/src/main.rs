@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_pmu;
+mod bochs_build;
 mod commands;
 mod images;
 mod setup;
@@ -20,25 +21,35 @@ cargo xtask <command> [options]
   image [--bios|--uefi] [-o PATH] [--config FILE]
                               build a disk image (both firmwares when neither flag is given)
   run [--emulator auto|qemu|bochs] [--firmware bios|uefi] [--cpu MODEL]
-      [--config FILE] [--msrs FILE] [--timeout SECS]
+      [--config FILE] [BOCHS OPTIONS] [--timeout SECS]
                               boot perfvisor, stream its serial console, exit with its verdict
                               (auto: QEMU/KVM when this host can really run a VMX guest, else Bochs;
                               MODEL is a Bochs CPU model, default tigerlake, or a QEMU -cpu value)
   qemu [--gdb] [--tcg] [--firmware bios|uefi] [--config FILE]
                               boot in QEMU: KVM with nested VMX and the PMU when usable, else TCG;
                               --gdb waits for gdb on :1234 and prints how to attach
-  bochs [--cpu MODEL] [--firmware bios|uefi] [--msrs FILE] [--config FILE] [--timeout SECS]
+  bochs [--cpu MODEL] [--firmware bios|uefi] [BOCHS OPTIONS] [--config FILE] [--timeout SECS]
                               boot in Bochs (bochsrc written for you; console echoed)
-  test [--filter TEXT] [--no-host] [--jobs N]
+  test [--filter TEXT] [--no-host] [--jobs N] [--bochs PATH]
                               host unit tests + end-to-end boots; last line `N passed, N failed`
   lint                        cargo fmt --check and clippy -D warnings over every crate
-  pmu-report [--emulator auto|qemu|bochs] [--cpu MODEL]
+  pmu-report [--emulator auto|qemu|bochs] [--cpu MODEL] [BOCHS OPTIONS]
                               the PMU conformance checks natively and as perfvisor's guest, side by side
   msrs                        regenerate the Bochs msrs files in tests/bochs/ from the models' PMU layouts
   bench boot [--runs N]       median seconds to the first console line and to VMX root
   bench exits [--cpu MODEL]   instructions per CPUID/RDMSR/VMCALL exit, measured by the guest in Bochs
+  bench bochs [--runs N] [--cpu MODEL]
+                              the counting Bochs' speed with its PMU on vs off, and its build time
   bench pmu-switch            PMU instructions per VM exit/entry and per context switch (SDM model)
   help                        this text
+
+BOCHS OPTIONS: Bochs is built once from tests/bochs/vendor + tests/bochs/patches (a counting PMU,
+tests/bochs/PMU.md) into ~/.cache/perfvisor (PERFVISOR_CACHE); 3-6 minutes the first time.
+  --bochs PATH                another Bochs binary (also PERFVISOR_BOCHS), e.g. Debian's /usr/bin/bochs
+  --pmu counting|counting-save|stock
+                              the counting PMU (default), plus the VM-exit "save IA32_PERF_GLOBAL_CTRL"
+                              control, or stock 2.7 (PMU MSRs as the model's msrs file of plain registers)
+  --msrs FILE                 extra MSRs as plain registers (Bochs' cpu: msrs=)
 
 Boot configs (--config) are text files: `log=debug`, `selftest=panic` (see hypervisor/src/config.rs).
 Exit codes: 0 pass, 1 fail, 2 usage or setup error.";

@@ -6,8 +6,10 @@ use perfvisor_runner::emulator::paths;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Debian packages: QEMU, OVMF, Bochs with its `term` display and BIOSes.
-pub const APT_PACKAGES: &[&str] = &["qemu-system-x86", "ovmf", "bochs", "bochs-term", "bochsbios", "vgabios"];
+/// Debian packages: QEMU, OVMF and the BIOS/VGA ROMs Bochs boots from. Bochs
+/// itself is built from the vendored source with our PMU patches
+/// (crate::bochs_build); Debian's `bochs` is only for comparison.
+pub const APT_PACKAGES: &[&str] = &["qemu-system-x86", "ovmf", "bochsbios", "vgabios"];
 
 /// The nightly the `bootloader` image builder is known to build with
 /// (REFERENCE.md §5: bootloader 0.11.15 and nightly 2026-05-19).
@@ -20,11 +22,9 @@ pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
 pub fn ensure_emulators() -> Fallible<()> {
     let missing: Vec<&str> = [
         (paths::QEMU, which(paths::QEMU).is_some()),
-        (paths::BOCHS, which(paths::BOCHS).is_some()),
         (paths::OVMF, Path::new(paths::OVMF).exists()),
         (paths::BOCHS_BIOS, Path::new(paths::BOCHS_BIOS).exists()),
         (paths::BOCHS_VGABIOS, Path::new(paths::BOCHS_VGABIOS).exists()),
-        (paths::BOCHS_TERM_PLUGIN, Path::new(paths::BOCHS_TERM_PLUGIN).exists()),
     ]
     .into_iter()
     .filter(|(_, present)| !present)
@@ -49,7 +49,7 @@ pub fn ensure_emulators() -> Fallible<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 

@@ -15,6 +15,7 @@ pub fn test(args: &[String]) -> Fallible<bool> {
     let mut o = Options::new(args);
     let filter = o.value(&["--filter"])?;
     let no_host = o.flag("--no-host");
+    let bochs = o.value(&["--bochs"])?;
     let jobs = match o.value(&["--jobs"])? {
         None => std::thread::available_parallelism().map_or(2, |n| n.get()).min(2),
         Some(j) => j.parse().map_err(|_| format!("--jobs takes a number, not {j:?}"))?,
@@ -39,6 +40,9 @@ pub fn test(args: &[String]) -> Fallible<bool> {
     let cases: Vec<_> =
         cases::all().into_iter().filter(|c| filter.as_deref().is_none_or(|f| c.name.contains(f))).collect();
     if !cases.is_empty() {
+        if cases.iter().any(|c| matches!(c.emulator, perfvisor_runner::emulator::Emulator::Bochs { .. })) {
+            crate::bochs_build::resolve(bochs)?;
+        }
         let builder = Builder::new()?;
         let mut images = HashMap::new();
         for key in cases::images_needed(&cases) {

@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn fail_reason_is_extracted() {
-        let bochs = Emulator::Bochs { model: "tigerlake".into(), msrs: None };
+        let bochs = Emulator::Bochs { model: "tigerlake".into(), pmu: crate::emulator::BochsPmu::Counting, msrs: None };
         let v = judge(&bochs, Some(1), "perfvisor: verdict FAIL (no VMX)\n", Path::new("/tmp"));
         assert_eq!(v, Verdict::Fail("no VMX".into()));
         // Bochs exits 1 for its own panics too: without the line it is no verdict.

@@ -2,7 +2,7 @@
 //! lines and on the verdict.
 
 use crate::boot::{boot, BootSpec, Verdict};
-use crate::emulator::{Emulator, Firmware};
+use crate::emulator::{BochsPmu, Emulator, Firmware};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -59,14 +59,28 @@ pub struct Case {
 /// An image to build: firmware, boot config, guest.
 pub type ImageKey = (Firmware, Option<&'static str>, GuestImage);
 
+/// Bochs with the counting PMU (tests/bochs/PMU.md): the default test CPU.
 fn bochs(model: &str) -> Emulator {
-    Emulator::Bochs { model: model.to_string(), msrs: None }
+    Emulator::Bochs { model: model.to_string(), pmu: BochsPmu::Counting, msrs: None }
 }
 
-/// Bochs with the model's PMU MSRs as registers (tests/bochs/<model>.msrs).
-fn bochs_pmu(model: &str) -> Emulator {
-    Emulator::Bochs { model: model.to_string(), msrs: Some(crate::bochs_msrs::path(model).into()) }
+/// Bochs without a counting PMU, its PMU MSRs plain registers that never
+/// count (tests/bochs/<model>.msrs): the fallback mode's machine.
+fn bochs_pmu_registers(model: &str) -> Emulator {
+    Emulator::Bochs {
+        model: model.to_string(),
+        pmu: BochsPmu::Stock,
+        msrs: Some(crate::bochs_msrs::path(model).into()),
+    }
 }
+
+/// Stock Bochs: CPUID reports a PMU whose MSRs all #GP.
+fn bochs_no_pmu_msrs(model: &str) -> Emulator {
+    Emulator::Bochs { model: model.to_string(), pmu: BochsPmu::Stock, msrs: None }
+}
+
+const MEDIATED_V4: &str =
+    "pmu: vPMU mode Mediated: host PMU v4+: GLOBAL_STATUS is restored with IA32_PERF_GLOBAL_STATUS_SET";
 
 const TCG: Emulator = Emulator::Qemu { kvm: false, cpu: None };
 
@@ -82,10 +96,17 @@ const QEMU_LIMIT: Duration = Duration::from_secs(60);
 /// Every end-to-end case, in the order they start (longest first, so
 /// the parallel jobs finish together).
 pub fn all() -> Vec<Case> {
+    let mut cases = core_cases();
+    cases.extend(crate::linux_cases::all());
+    cases
+}
+
+/// perfvisor with its test kernel, the native PMU kernel, and the failure paths.
+fn core_cases() -> Vec<Case> {
     vec![
         Case {
             name: "bochs-skylake-x-uefi",
-            emulator: bochs_pmu("corei7_skylake_x"),
+            emulator: bochs("corei7_skylake_x"),
             firmware: Firmware::Uefi,
             config: None,
             guest: GuestImage::TestKernel,
@@ -98,13 +119,14 @@ pub fn all() -> Vec<Case> {
                 "vmx: IA32_FEATURE_CONTROL was unlocked: set to 0x5",
                 "pmu: version 4, 4 GP counters x 48 bits",
                 VMX_ROOT,
+                MEDIATED_V4,
             ],
             timeout: BOCHS_UEFI_LIMIT,
             needs: Needs::Nothing,
         },
         Case {
             name: "bochs-skylake-x-bios",
-            emulator: bochs_pmu("corei7_skylake_x"),
+            emulator: bochs("corei7_skylake_x"),
             firmware: Firmware::Bios,
             config: None,
             guest: GuestImage::TestKernel,
@@ -120,9 +142,8 @@ pub fn all() -> Vec<Case> {
                 "vmx: control load IA32_PERF_GLOBAL_CTRL on entry: yes",
                 "vmx: control load IA32_PERF_GLOBAL_CTRL on exit: yes",
                 "pmu: version 4, 4 GP counters x 48 bits, fixed counters {0,1,2} x 48 bits",
-                // Bochs sets PDCM but has no MSR 0x345: the #GP must be caught.
                 VMX_ROOT,
-                "pmu: vPMU mode Fallback: host PMU v4",
+                MEDIATED_V4,
                 "pmu: the guest sees version 4, 4 GP counters x 48 bits, fixed counters {0,1,2} x 48 bits",
             ],
             timeout: BOCHS_BIOS_LIMIT,
@@ -130,7 +151,7 @@ pub fn all() -> Vec<Case> {
         },
         Case {
             name: "bochs-tigerlake-bios",
-            emulator: bochs_pmu("tigerlake"),
+            emulator: bochs("tigerlake"),
             firmware: Firmware::Bios,
             config: None,
             guest: GuestImage::TestKernel,
@@ -142,9 +163,48 @@ pub fn all() -> Vec<Case> {
                 "pmu: CPUID.0AH eax=0x08300805 ebx=0x00000000 ecx=0x0000000f edx=0x00008604",
                 "pmu: version 5, 8 GP counters x 48 bits, fixed counters {0,1,2,3} x 48 bits",
                 VMX_ROOT,
+                MEDIATED_V4,
+                "pmu: the guest sees version 5, 8 GP counters x 48 bits, fixed counters {0,1,2,3} x 48 bits",
+                "pmu: the guest's GLOBAL_CTRL round-trips through one MSR-list entry (VM-exit store and VM-entry load list); the host's 0 loaded at VM exit by the load control",
+                "pmu: guest context put; the PMU is parked",
+            ],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-tigerlake-fallback",
+            emulator: bochs_pmu_registers("tigerlake"),
+            firmware: Firmware::Bios,
+            config: None,
+            guest: GuestImage::TestKernel,
+            guest_suite: true,
+            repeatable_line: None,
+            expect: Expect::Pass,
+            lines: &[
                 "pmu: vPMU mode Fallback: host PMU v5, but IA32_PERF_GLOBAL_STATUS_SET/RESET do not act on GLOBAL_STATUS",
                 "pmu: the guest sees version 5, 8 GP counters x 48 bits, fixed counters {0,1,2,3} x 48 bits",
                 "pmu: guest context put; the PMU is parked",
+            ],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-tigerlake-save-control",
+            emulator: Emulator::Bochs {
+                model: "tigerlake".into(),
+                pmu: BochsPmu::CountingWithSaveControl,
+                msrs: None,
+            },
+            firmware: Firmware::Bios,
+            config: None,
+            guest: GuestImage::TestKernel,
+            guest_suite: true,
+            repeatable_line: None,
+            expect: Expect::Pass,
+            lines: &[
+                "vmx: control save IA32_PERF_GLOBAL_CTRL on exit: yes",
+                MEDIATED_V4,
+                "pmu: the guest's GLOBAL_CTRL round-trips through the VMCS (save and load controls); the host's 0 loaded at VM exit by the load control",
             ],
             timeout: BOCHS_BIOS_LIMIT,
             needs: Needs::Nothing,
@@ -296,7 +356,7 @@ pub fn all() -> Vec<Case> {
         },
         Case {
             name: "bochs-tigerlake-no-pmu-msrs",
-            emulator: bochs("tigerlake"),
+            emulator: bochs_no_pmu_msrs("tigerlake"),
             firmware: Firmware::Bios,
             config: None,
             guest: GuestImage::TestKernel,
@@ -314,7 +374,7 @@ pub fn all() -> Vec<Case> {
         },
         Case {
             name: "bochs-pmu-fuzz",
-            emulator: bochs_pmu("tigerlake"),
+            emulator: bochs("tigerlake"),
             firmware: Firmware::Bios,
             config: Some("guest=pmu-fuzz\n"),
             guest: GuestImage::TestKernel,
@@ -327,7 +387,7 @@ pub fn all() -> Vec<Case> {
         },
         Case {
             name: "bochs-vpmu-mediated-refused",
-            emulator: bochs_pmu("corei7_skylake_x"),
+            emulator: bochs_pmu_registers("corei7_skylake_x"),
             firmware: Firmware::Bios,
             config: Some("vpmu=mediated\n"),
             guest: GuestImage::TestKernel,
@@ -340,7 +400,45 @@ pub fn all() -> Vec<Case> {
         },
         Case {
             name: "bochs-pmu-native-tigerlake",
-            emulator: bochs_pmu("tigerlake"),
+            emulator: bochs("tigerlake"),
+            firmware: Firmware::Bios,
+            config: None,
+            guest: GuestImage::NoHypervisor,
+            guest_suite: true,
+            repeatable_line: None,
+            // The counting PMU on the bare CPU must pass every conformance
+            // check a hardware PMU passes.
+            expect: Expect::Pass,
+            lines: &[
+                "perfvisor-pmu-native: PMU conformance checks on the bare CPU",
+                "pmu: version 5",
+                " run, 0 failed",
+            ],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-pmu-native-skylake-x",
+            emulator: bochs("corei7_skylake_x"),
+            firmware: Firmware::Bios,
+            config: None,
+            guest: GuestImage::NoHypervisor,
+            guest_suite: true,
+            repeatable_line: None,
+            // The counting PMU on the bare CPU must pass every conformance
+            // check a hardware PMU passes.
+            expect: Expect::Pass,
+            lines: &[
+                "perfvisor-pmu-native: PMU conformance checks on the bare CPU",
+                "pmu: version 4",
+                " run, 0 failed",
+            ],
+            timeout: BOCHS_BIOS_LIMIT,
+            needs: Needs::Nothing,
+        },
+        Case {
+            name: "bochs-pmu-native-tigerlake-registers",
+            emulator: bochs_pmu_registers("tigerlake"),
             firmware: Firmware::Bios,
             config: None,
             guest: GuestImage::NoHypervisor,
@@ -363,7 +461,7 @@ pub fn all() -> Vec<Case> {
         },
         Case {
             name: "bochs-vpmu-msr-load-lists",
-            emulator: bochs_pmu("tigerlake"),
+            emulator: bochs("tigerlake"),
             firmware: Firmware::Bios,
             config: Some("vpmu_switch=lists\n"),
             guest: GuestImage::TestKernel,
@@ -371,6 +469,7 @@ pub fn all() -> Vec<Case> {
             repeatable_line: None,
             expect: Expect::Pass,
             lines: &[
+                MEDIATED_V4,
                 "pmu: the guest's GLOBAL_CTRL round-trips through one MSR-list entry (VM-exit store and VM-entry load list); the host's 0 loaded at VM exit by a VM-exit MSR-load list",
             ],
             timeout: BOCHS_BIOS_LIMIT,

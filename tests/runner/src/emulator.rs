@@ -31,16 +31,42 @@ impl Firmware {
     }
 }
 
-/// Where the emulators' files are (Debian's packages).
+/// Where the emulators' files are (Debian's packages; Bochs itself is
+/// built by xtask, see [`set_bochs_binary`]).
 pub mod paths {
     pub const QEMU: &str = "qemu-system-x86_64";
-    pub const BOCHS: &str = "bochs";
     /// OVMF as one flash image: QEMU takes it with `-bios`, Bochs as its ROM.
     pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
     pub const BOCHS_BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
     pub const BOCHS_VGABIOS: &str = "/usr/share/bochs/VGABIOS-lgpl-latest";
-    /// Debian ships Bochs' `term` display in its own package, `bochs-term`.
-    pub const BOCHS_TERM_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so";
+}
+
+static BOCHS_BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The Bochs binary every Bochs run uses (xtask sets it to the counting
+/// build, or to `--bochs PATH`). Unset: `$PERFVISOR_BOCHS`, else `bochs`.
+pub fn set_bochs_binary(path: PathBuf) {
+    let _ = BOCHS_BINARY.set(path);
+}
+
+fn bochs_binary() -> PathBuf {
+    BOCHS_BINARY.get().cloned().unwrap_or_else(|| {
+        std::env::var_os("PERFVISOR_BOCHS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("bochs"))
+    })
+}
+
+/// The PMU of the Bochs CPU (tests/bochs/PMU.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BochsPmu {
+    /// Stock Bochs 2.7: CPUID reports a PMU but no PMU MSR exists, unless an
+    /// `msrs=` file defines them as plain registers that never count.
+    Stock,
+    /// The counting PMU of tests/bochs/patches (`cpu: pmu=1`).
+    Counting,
+    /// Counting, and the VM-exit control "save IA32_PERF_GLOBAL_CTRL"
+    /// advertised (`pmu_vmx_save_global_ctrl=1`): a Sapphire Rapids feature
+    /// no 2.7 model's real counterpart has, offered to test that path.
+    CountingWithSaveControl,
 }
 
 /// An emulator and its CPU.
@@ -50,9 +76,9 @@ pub enum Emulator {
     /// (which emulates neither VMX nor the PMU). `cpu` overrides `-cpu`.
     Qemu { kvm: bool, cpu: Option<String> },
     /// Bochs 2.7 with one of its predefined CPU models
-    /// (`corei7_skylake_x`: PMU v4; `tigerlake`: PMU v5) and an optional
-    /// `msrs=` file of extra MSRs.
-    Bochs { model: String, msrs: Option<PathBuf> },
+    /// (`corei7_skylake_x`: PMU v4; `tigerlake`: PMU v5), its PMU, and an
+    /// optional `msrs=` file of extra MSRs.
+    Bochs { model: String, pmu: BochsPmu, msrs: Option<PathBuf> },
 }
 
 impl fmt::Display for Emulator {
@@ -60,7 +86,8 @@ impl fmt::Display for Emulator {
         match self {
             Self::Qemu { kvm: true, .. } => f.write_str("QEMU/KVM"),
             Self::Qemu { kvm: false, .. } => f.write_str("QEMU TCG"),
-            Self::Bochs { model, .. } => write!(f, "Bochs {model}"),
+            Self::Bochs { model, pmu: BochsPmu::Stock, .. } => write!(f, "Bochs {model} (stock PMU registers)"),
+            Self::Bochs { model, .. } => write!(f, "Bochs {model} (counting PMU)"),
         }
     }
 }
@@ -86,7 +113,7 @@ impl Emulator {
     pub fn command(&self, firmware: Firmware, disk: &Path, run_dir: &Path, gdb: bool) -> std::io::Result<Command> {
         match self {
             Self::Qemu { kvm, cpu } => Ok(qemu_command(*kvm, cpu.as_deref(), firmware, disk, run_dir, gdb)),
-            Self::Bochs { model, msrs } => bochs_command(model, msrs.as_deref(), firmware, disk, run_dir),
+            Self::Bochs { model, pmu, msrs } => bochs_command(model, *pmu, msrs.as_deref(), firmware, disk, run_dir),
         }
     }
 }
@@ -130,6 +157,7 @@ const UEFI_MSRS: &str =
 /// merged `msrs` file into `run_dir`, and returns the command.
 fn bochs_command(
     model: &str,
+    pmu: BochsPmu,
     msrs: Option<&Path>,
     firmware: Firmware,
     disk: &Path,
@@ -152,6 +180,11 @@ fn bochs_command(
         let path = run_dir.join("bochs.msrs");
         std::fs::write(&path, &msr_text)?;
         format!(", msrs=\"{}\"", path.display())
+    };
+    let pmu_option = match pmu {
+        BochsPmu::Stock => "",
+        BochsPmu::Counting => ", pmu=1",
+        BochsPmu::CountingWithSaveControl => ", pmu=1, pmu_vmx_save_global_ctrl=1",
     };
     let rom = match firmware {
         Firmware::Bios => paths::BOCHS_BIOS,
@@ -177,7 +210,7 @@ fn bochs_command(
          sound: driver=dummy\n\
          speaker: enabled=0\n\
          # ignore_bad_msrs=0: a missing MSR raises #GP as on hardware.\n\
-         cpu: model={model}, count=1, ips=50000000, reset_on_triple_fault=0, ignore_bad_msrs=0{msrs_option}\n\
+         cpu: model={model}, count=1, ips=50000000, reset_on_triple_fault=0, ignore_bad_msrs=0{pmu_option}{msrs_option}\n\
          clock: sync=none, time0=946684800\n\
          log: \"{log}\"\n",
         vgabios = paths::BOCHS_VGABIOS,
@@ -189,7 +222,7 @@ fn bochs_command(
     std::fs::write(&rc_path, rc)?;
     let cmds = run_dir.join("bochs-debugger-commands");
     std::fs::write(&cmds, "c\nquit\n")?;
-    let mut cmd = Command::new(paths::BOCHS);
+    let mut cmd = Command::new(bochs_binary());
     cmd.arg("-q").arg("-f").arg(&rc_path).arg("-rc").arg(&cmds);
     cmd.current_dir(run_dir);
     Ok(cmd)

@@ -7,4 +7,5 @@ pub mod boot;
 pub mod cases;
 pub mod emulator;
 pub mod kvm;
+pub mod linux_cases;
 pub mod summary;
