@@ -47,7 +47,7 @@ BOCHS OPTIONS: Bochs is built once from tests/bochs/vendor + tests/bochs/patches
 tests/bochs/PMU.md) into ~/.cache/perfvisor (PERFVISOR_CACHE); 3-6 minutes the first time.
   --bochs PATH                another Bochs binary (also PERFVISOR_BOCHS), e.g. Debian's /usr/bin/bochs
   --pmu counting|counting-save|stock
-                              the counting PMU (default), plus the VM-exit "save IA32_PERF_GLOBAL_CTRL"
+                              the counting PMU (default), plus the VM-exit 'save IA32_PERF_GLOBAL_CTRL'
                               control, or stock 2.7 (PMU MSRs as the model's msrs file of plain registers)
   --msrs FILE                 extra MSRs as plain registers (Bochs' cpu: msrs=)
 
