@@ -97,7 +97,9 @@ pub fn init() {
         let gdt = &mut *core::ptr::addr_of_mut!(GDT);
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
+        let tss = crate::ring3::add_segments(gdt, data);
         gdt.load_unsafe();
+        x86_64::instructions::tables::load_tss(tss);
         CS::set_reg(code);
         SS::set_reg(data);
         DS::set_reg(data);
@@ -110,6 +112,9 @@ pub fn init() {
         idt.general_protection_fault.set_handler_addr(addr(general_protection));
         idt.page_fault.set_handler_addr(addr(page_fault));
         idt[PMI_VECTOR].set_handler_addr(addr(pmi_interrupt));
+        idt[crate::ring3::RETURN_VECTOR]
+            .set_handler_addr(addr(crate::ring3::return_from_ring3))
+            .set_privilege_level(x86_64::PrivilegeLevel::Ring3);
         idt.load_unsafe();
     }
 }

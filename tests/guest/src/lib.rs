@@ -7,3 +7,4 @@ pub mod faults;
 pub mod fmtbuf;
 pub mod hypercall;
 pub mod pmu_checks;
+pub mod ring3;

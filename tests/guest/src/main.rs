@@ -20,6 +20,8 @@ use perfvisor_abi::{BootInfo, Scenario, BOOT_INFO_MAGIC};
 #[unsafe(link_section = ".text._start")]
 extern "C" fn _start(info: *const BootInfo) -> ! {
     faults::init();
+    // perfvisor maps guest memory identity (hypervisor/abi/src/lib.rs).
+    perfvisor_guest::ring3::set_physical_memory_offset(0);
     faults::on_unexpected_fault(|vector, rip, error_code| {
         hypercall::write(fmt!("unexpected exception {vector} at RIP {rip:#x}, error code {error_code:#x}\n").as_str());
         hypercall::exit(99)

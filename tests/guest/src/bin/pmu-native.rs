@@ -6,6 +6,7 @@
 #![cfg_attr(target_os = "none", no_std)]
 #![no_main]
 
+use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
 use core::fmt::Write;
 use perfvisor_guest::faults;
@@ -13,7 +14,14 @@ use perfvisor_guest::pmu_checks::{self, Check};
 use spin_free::Console;
 use x86_64::instructions::port::Port;
 
-entry_point!(main);
+/// Physical memory mapped (anywhere): the ring-3 check walks the page tables.
+const BOOTLOADER_CONFIG: BootloaderConfig = {
+    let mut config = BootloaderConfig::new_default();
+    config.mappings.physical_memory = Some(Mapping::Dynamic);
+    config
+};
+
+entry_point!(main, config = &BOOTLOADER_CONFIG);
 
 /// The serial console without a lock: this kernel is single-threaded and
 /// never interrupted (interrupts stay off).
@@ -70,13 +78,17 @@ fn verdict(pass: bool) -> ! {
     }
 }
 
-fn main(_: &'static mut BootInfo) -> ! {
+fn main(info: &'static mut BootInfo) -> ! {
     let _ = writeln!(console(), "\nperfvisor-pmu-native: PMU conformance checks on the bare CPU");
     faults::init();
+    if let Some(offset) = info.physical_memory_offset.into_option() {
+        perfvisor_guest::ring3::set_physical_memory_offset(offset);
+    }
     faults::on_unexpected_fault(|vector, rip, error_code| {
         let _ = writeln!(console(), "unexpected exception {vector} at RIP {rip:#x}, error code {error_code:#x}");
         verdict(false)
     });
+    let _ = writeln!(console(), "pmu: {}", pmu_checks::Pmu::detect().arch);
     let (mut run, mut failed) = (0, 0);
     pmu_checks::run(|name, check| {
         run += 1;
