@@ -120,6 +120,25 @@ impl Guest {
         Ok(())
     }
 
+    /// The TrapWrite hypercall (a test aid).
+    #[cold]
+    #[inline(never)]
+    fn trap_write(&mut self, gpa: u64) -> u64 {
+        if self.vcpu.trap_write(gpa) {
+            0
+        } else {
+            HYPERCALL_ERROR
+        }
+    }
+
+    /// HLT, skipped: it retired for the guest's counters. Out of line, so
+    /// the common exits' code stays as it was.
+    #[cold]
+    #[inline(never)]
+    fn retire_hlt(&mut self) -> Result<(), VmcsError> {
+        self.retire_emulated()
+    }
+
     /// An emulated RDMSR/RDPMC completed with `value` in EDX:EAX.
     fn complete_read(&mut self, value: u64) -> Result<(), VmcsError> {
         self.vcpu.regs.rax = value & 0xffff_ffff;
@@ -136,8 +155,8 @@ impl Guest {
     /// Runs the guest until it exits or is stopped.
     pub fn run(&mut self) -> GuestEnd {
         loop {
-            if crate::pmi::host_nmi_pending() {
-                if let Err(e) = crate::pmi::forward_host_nmi() {
+            if crate::events::nmi_pending() {
+                if let Err(e) = crate::events::deliver_nmi() {
                     error!("vmx: {e}");
                     return GuestEnd::Stopped("VMCS access failed");
                 }
@@ -160,15 +179,19 @@ impl Guest {
     }
 
     /// NMI exiting: the NMI is the guest's (the host uses none), so it is
-    /// reflected. Any other exception exit is unexpected (the exception
-    /// bitmap is 0) and stops the guest with a report.
+    /// queued for injection ([`crate::events`]). Any other exception exit is
+    /// unexpected (the exception bitmap is 0) and stops the guest with a report.
     #[cold]
     #[inline(never)]
     fn exception_or_nmi(&mut self) -> Result<Option<GuestEnd>, VmcsError> {
         let v = ActiveVmcs;
+        crate::events::requeue_vectored_event()?;
         let info = v.read32(Vmcs32::ExitInterruptionInfo)?;
         if (info >> 8) & 7 == 2 {
-            crate::pmi::inject_nmi()?;
+            // The exit left NMIs blocked in root mode: unblock them, or the
+            // guest's next NMI would never exit.
+            crate::arch::idt::unblock_nmis();
+            crate::events::queue_nmi();
             return Ok(None);
         }
         let rip = v.read_natural(VmcsNatural::GuestRip)?;
@@ -225,14 +248,25 @@ impl Guest {
                     Err(_) => self.inject_gp()?,
                 }
             }
-            // perfvisor injects no timer or device interrupts, so HLT is a yield.
-            ExitReason::Hlt => self.advance_rip()?,
-            ExitReason::InterruptWindow => self.pmis.deliver()?,
-            // NMI exiting: the NMI is the guest's (the host uses none); reflect it.
+            // perfvisor injects no timer or device interrupts, so HLT is a
+            // yield; it retired for the guest's counters.
+            ExitReason::Hlt => self.retire_hlt()?,
+            // The pending NMI is injected by the run loop before the entry.
+            ExitReason::NmiWindow => {}
+            ExitReason::PreemptionTimer => {
+                crate::events::requeue_vectored_event()?;
+                crate::events::on_preemption_timer()?;
+            }
+            // NMI exiting: the NMI is the guest's (the host uses none); queue it.
             ExitReason::ExceptionOrNmi => return self.exception_or_nmi(),
             ExitReason::EptViolation => {
+                crate::events::requeue_vectored_event()?;
                 let q = EptViolation(v.read_natural(VmcsNatural::ExitQualification)?);
                 let gpa = v.read64(Vmcs64::GuestPhysicalAddress)?;
+                // A page the guest asked to watch (TrapWrite): let the write through.
+                if q.write() && self.vcpu.release_write_trap(gpa) {
+                    return Ok(None);
+                }
                 let rip = v.read_natural(VmcsNatural::GuestRip)?;
                 let linear =
                     if q.linear_address_valid() { v.read_natural(VmcsNatural::GuestLinearAddress)? } else { 0 };
@@ -250,6 +284,7 @@ impl Guest {
                 return Ok(Some(GuestEnd::Stopped("triple fault")));
             }
             other => {
+                crate::events::requeue_vectored_event()?;
                 let q = v.read_natural(VmcsNatural::ExitQualification)?;
                 let rip = v.read_natural(VmcsNatural::GuestRip)?;
                 error!(
@@ -350,6 +385,7 @@ impl Guest {
             Some(Hypercall::Exit) => return Ok(Some(GuestEnd::Exited(r.rdi))),
             Some(Hypercall::ExitCount) => self.exits.get(r.rdi as usize).copied().unwrap_or(HYPERCALL_ERROR),
             Some(Hypercall::PmuSwitch) => self.pmu_switch()?,
+            Some(Hypercall::TrapWrite) => self.trap_write(r.rdi),
             None => {
                 warn!("vmx: unknown hypercall {:#x} from the guest", r.rax);
                 HYPERCALL_ERROR
@@ -398,18 +434,33 @@ impl Guest {
         }
         self.vpmu.engine.on_vm_exit(self.vcpu.saved_global_ctrl()?);
         let (guest, other, hw) = (&mut self.vpmu.engine, &mut self.other_context, &mut KernelPmu);
-        let canary_intact = guest.put(hw).is_ok()
-            && other.load(hw).is_ok()
-            && hw.rdmsr(pmu::msr::IA32_PMC0) == Ok(CANARY_COUNTER)
-            && hw.rdmsr(pmu::msr::IA32_PERFEVTSEL0) == Ok(CANARY_SELECTOR)
-            && other.put(hw).is_ok();
-        let intact = guest.load(hw).is_ok() && canary_intact;
+        // Every step runs whatever the one before it did, so both contexts
+        // end as they began, the guest's loaded and the other's not: `put`
+        // always unloads and a failed `load` unloads (the engine's
+        // "Failures"). Nothing the guest does can make a later switch load
+        // a context twice. The guest's may be unloaded on entry only if its
+        // reload failed last time; then this is another try.
+        let guest_out = !guest.is_loaded() || guest.put(hw).is_ok();
+        let mut canary = false;
+        if other.load(hw).is_ok() {
+            canary = hw.rdmsr(pmu::msr::IA32_PMC0) == Ok(CANARY_COUNTER)
+                && hw.rdmsr(pmu::msr::IA32_PERFEVTSEL0) == Ok(CANARY_SELECTOR);
+            canary &= other.put(hw).is_ok();
+        }
+        let guest_in = guest.load(hw).is_ok();
         self.vcpu.set_guest_global_ctrl(self.vpmu.engine.global_ctrl)?;
         self.vpmu.engine.install_msr_bitmap(self.vcpu.msr_bitmap_mut());
-        if !intact {
+        if !canary {
             error!("pmu: the other context's canary did not survive a switch");
         }
-        Ok(if intact { 0 } else { HYPERCALL_ERROR })
+        if !(guest_out && guest_in) {
+            error!(
+                "pmu: PmuSwitch: a PMU MSR raised #GP (guest context put {}, reloaded {})",
+                if guest_out { "ok" } else { "#GP" },
+                if guest_in { "ok" } else { "#GP: its counters are parked until the next switch" }
+            );
+        }
+        Ok(if guest_out && canary && guest_in { 0 } else { HYPERCALL_ERROR })
     }
 
     /// Parks the PMU at the guest's end (nothing of it stays readable) and
@@ -418,7 +469,7 @@ impl Guest {
         if self.vpmu.engine.mode() == Mode::Off {
             return;
         }
-        let _ = self.with_engine(|e, hw| e.put(hw));
+        let put = self.with_engine(|e, hw| if e.is_loaded() { e.put(hw) } else { Ok(()) });
         let p = &self.pmis;
         if p.delivered + p.masked + p.undeliverable + p.owed > 0 {
             info!(
@@ -427,7 +478,11 @@ impl Guest {
                 p.delivered, p.masked, p.undeliverable, p.owed
             );
         }
-        info!("pmu: guest context put; the PMU is parked");
+        match put {
+            Ok(Ok(())) => info!("pmu: guest context put; the PMU is parked"),
+            Ok(Err(_)) => error!("pmu: putting the guest context raised #GP: the PMU may not be fully parked"),
+            Err(e) => error!("pmu: the guest context was not put ({e}): the PMU is not parked"),
+        }
     }
 
     /// One line per exit reason that occurred.

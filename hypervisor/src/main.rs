@@ -13,6 +13,7 @@
 mod arch;
 mod config;
 mod cpuid_cache;
+mod events;
 mod exits;
 mod loader;
 mod memory;

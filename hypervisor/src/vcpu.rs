@@ -173,6 +173,12 @@ pub struct Vcpu {
     /// The MSR-list entry holding the guest's GLOBAL_CTRL (VM-exit store
     /// and VM-entry load list at once), where the VMCS field is not used.
     global_ctrl_list: Option<PhysFrame>,
+    ept: Ept,
+    eptp: u64,
+    /// Guest RAM, as mapped in the EPT.
+    ram: [(u64, u64); perfvisor_abi::MAX_RAM_RANGES],
+    /// Pages made read-only until their next write (TrapWrite hypercall).
+    write_traps: [Option<u64>; perfvisor_abi::MAX_WRITE_TRAPS],
 }
 
 /// The VPID of the one guest (0 is the host's).
@@ -284,11 +290,19 @@ impl Vcpu {
             ram.len(),
             if allow_1g { "yes" } else { "no" }
         );
+        let mut ram_ranges = [(0, 0); perfvisor_abi::MAX_RAM_RANGES];
+        for (slot, r) in ram_ranges.iter_mut().zip(ram) {
+            *slot = (r.start, r.end);
+        }
         Ok(Self {
             regs: GuestRegisters { rdi: start.rdi, ..Default::default() },
             launched: false,
             msr_bitmap,
             global_ctrl_list: guest_list,
+            ept,
+            eptp,
+            ram: ram_ranges,
+            write_traps: [None; perfvisor_abi::MAX_WRITE_TRAPS],
         })
     }
 
@@ -306,6 +320,31 @@ impl Vcpu {
         }
         self.launched = true;
         Ok(())
+    }
+
+    /// Makes the guest RAM page at `gpa` read-only until its next write
+    /// (TrapWrite hypercall). `false`: not guest RAM, or no free slot.
+    pub fn trap_write(&mut self, gpa: u64) -> bool {
+        let page = gpa & !0xfff;
+        let in_ram = self.ram.iter().any(|&(start, end)| start <= page && page + 0x1000 <= end);
+        let Some(slot) = self.write_traps.iter_mut().find(|t| t.is_none()) else { return false };
+        if !in_ram
+            || self.ept.protect(&mut memory::PoolFrames, page, 0x1000, EptPerms::READ | EptPerms::EXECUTE).is_err()
+        {
+            return false;
+        }
+        *slot = Some(page);
+        vmx_hw::invept_single_context(self.eptp).is_ok()
+    }
+
+    /// A write hit a trapped page: give write access back. `false`: `gpa`
+    /// is not a trapped page.
+    pub fn release_write_trap(&mut self, gpa: u64) -> bool {
+        let page = gpa & !0xfff;
+        let Some(slot) = self.write_traps.iter_mut().find(|t| **t == Some(page)) else { return false };
+        *slot = None;
+        self.ept.protect(&mut memory::PoolFrames, page, 0x1000, EptPerms::RWX).is_ok()
+            && vmx_hw::invept_single_context(self.eptp).is_ok()
     }
 
     /// The MSR bitmap, to change routing between VM exits.
@@ -352,6 +391,7 @@ fn write_controls(v: &mut ActiveVmcs, caps: &VmxCaps, pmu: PmuControlNeeds) -> R
     v.write32(Vmcs32::ExitMsrLoadCount, 0)?;
     v.write32(Vmcs32::EntryMsrLoadCount, 0)?;
     v.write32(Vmcs32::EntryInterruptionInfo, 0)?;
+    crate::events::init(caps.pin.allows(vmx::controls::PinControls::PREEMPTION_TIMER.bits()));
     log::debug!(
         "vmx: controls pin {pin:#x} primary {primary:#x} secondary {secondary:#x} exit {exit:#x} entry {entry:#x}"
     );

@@ -3,6 +3,7 @@
 
 use crate::arch::msr::{rdmsr_checked, wrmsr_checked};
 use crate::report::cpuid;
+use crate::vmx_hw::ActiveVmcs;
 use log::{info, warn};
 use pmu::guest::{GuestPmu, GuestPmuRequest};
 use pmu::host::{HostPmu, HostPmuInputs};
@@ -12,6 +13,7 @@ use pmu::msr;
 use pmu::vpmu::{Mode, VirtualPmu};
 use pmu::ArchPerfmon;
 use vmx::controls::{EntryControls, ExitControls};
+use vmx::vmcs::{Vmcs64, VmcsAccess};
 use vmx::VmxCaps;
 
 /// The PMU instructions on this CPU. Counter reads use RDMSR of the
@@ -19,6 +21,11 @@ use vmx::VmxCaps;
 /// works where RDPMC is a stub (Bochs returns 0 and #GPs on fixed counters),
 /// so one path runs everywhere. On hardware RDPMC would be a few cycles
 /// cheaper per counter.
+///
+/// The context's IA32_DEBUGCTL is the guest's, in the current VMCS (the
+/// VM-exit control "save debug controls" stored it, the entry control
+/// "load debug controls" loads it): the engine asks for it only in a VM
+/// exit, when a software-counted overflow signals a PMI.
 pub struct KernelPmu;
 
 impl PmuHardware for KernelPmu {
@@ -40,6 +47,14 @@ impl PmuHardware for KernelPmu {
             msr::IA32_PMC0 + index
         };
         self.rdmsr(msr)
+    }
+
+    fn debugctl(&mut self) -> Result<u64, GpFault> {
+        ActiveVmcs.read64(Vmcs64::GuestDebugCtl).map_err(|_| GpFault)
+    }
+
+    fn set_debugctl(&mut self, value: u64) -> Result<(), GpFault> {
+        ActiveVmcs.write64(Vmcs64::GuestDebugCtl, value).map_err(|_| GpFault)
     }
 }
 
@@ -134,32 +149,12 @@ pub fn setup(caps: &VmxCaps, request: ModeRequest, force_lists: bool) -> Result<
             },
             if switch == GlobalCtrlSwitch::Controls { "the load control" } else { "a VM-exit MSR-load list" }
         );
-        park(&host);
+        if host.park(&mut KernelPmu).is_err() {
+            warn!("pmu: a PMU MSR raised #GP while parking the PMU: some register may keep the firmware's value");
+        }
     }
     let engine = VirtualPmu::new(guest.layout, host.layout, choice.mode);
     Ok(Vpmu { switch, host, guest, engine, save_control: controls.save_global_ctrl_on_exit })
-}
-
-/// Puts the PMU in the parked state the engine assumes between contexts:
-/// selectors, FIXED_CTR_CTRL, counters and GLOBAL_STATUS zero. GLOBAL_CTRL is
-/// left alone: with every selector zero nothing counts, and from the first
-/// VM exit on the exit control loads the host's 0.
-fn park(host: &HostPmu) {
-    let hw = &mut KernelPmu;
-    let l = &host.layout;
-    let _ = hw.wrmsr(msr::IA32_FIXED_CTR_CTRL, 0);
-    for i in 0..u32::from(l.gp_counters) {
-        let _ = hw.wrmsr(msr::IA32_PERFEVTSEL0 + i, 0);
-        let _ = hw.wrmsr(msr::IA32_PMC0 + i, 0);
-    }
-    for i in l.fixed.iter() {
-        let _ = hw.wrmsr(msr::IA32_FIXED_CTR0 + i, 0);
-    }
-    if let Ok(status) = hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS) {
-        if status != 0 {
-            let _ = hw.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_RESET, status);
-        }
-    }
 }
 
 impl Vpmu {

@@ -148,7 +148,12 @@ impl GuestPmu {
             Some(e) => e,
             None => host_events,
         };
-        let offered = if h.pdcm { h.perf_capabilities & GUEST_CAPABILITIES } else { PerfCapabilities::empty() };
+        let mut offered = if h.pdcm { h.perf_capabilities & GUEST_CAPABILITIES } else { PerfCapabilities::empty() };
+        // IA32_PERF_METRICS is derived from fixed counter 3 (TOPDOWN.SLOTS):
+        // a guest without FC3 is not offered it.
+        if !fixed.contains(3) {
+            offered.remove(PerfCapabilities::PERF_METRICS);
+        }
         let caps = match req.perf_capabilities {
             Some(c) if !offered.contains(c) => {
                 return Err(GuestConfigError::CapabilitiesNotOnHost { missing: (c & !offered).bits() })
@@ -286,5 +291,15 @@ mod tests {
         assert_eq!(g.cpuid_0a().ebx, 0xfc, "events 2..7 marked unavailable");
         let lbr = GuestPmuRequest { perf_capabilities: Some(PerfCapabilities::PEBS_TRAP), ..Default::default() };
         assert!(matches!(GuestPmu::derive(&h, &lbr), Err(GuestConfigError::CapabilitiesNotOnHost { .. })));
+    }
+
+    #[test]
+    fn perf_metrics_only_with_fixed_counter_3() {
+        let h = tigerlake();
+        let no_fc3 = GuestPmuRequest { fixed: Some(FixedCounterSet(0x7)), ..Default::default() };
+        let g = GuestPmu::derive(&h, &no_fc3).unwrap();
+        assert_eq!(g.layout.perf_capabilities, PerfCapabilities::FW_WRITE);
+        let asked = GuestPmuRequest { perf_capabilities: Some(PerfCapabilities::PERF_METRICS), ..no_fc3 };
+        assert!(matches!(GuestPmu::derive(&h, &asked), Err(GuestConfigError::CapabilitiesNotOnHost { .. })));
     }
 }

@@ -3,7 +3,7 @@
 //! (Architectural Performance Monitoring Extended, SDM vol. 2A CPUID).
 
 use crate::cpuid::{ArchPerfmon, CpuidRegs, FixedCounterSet};
-use crate::hw::PmuHardware;
+use crate::hw::{GpFault, PmuHardware};
 use crate::layout::{PmuLayout, MAX_FIXED, MAX_GP};
 use crate::msr::{IA32_FIXED_CTR0, IA32_PERFEVTSEL0, IA32_PERF_GLOBAL_CTRL, IA32_PERF_GLOBAL_STATUS, IA32_PMC0};
 use crate::PerfCapabilities;
@@ -92,6 +92,51 @@ impl HostPmu {
 }
 
 impl HostPmu {
+    /// Puts the PMU in the parked state the engine assumes between contexts
+    /// (`vpmu` module docs): GLOBAL_CTRL 0 first, so nothing counts and no
+    /// selector is written while counters are enabled (the firmware may have
+    /// left GLOBAL_CTRL at its reset value, every GP counter enabled); then
+    /// FIXED_CTR_CTRL, every selector and counter the host has (every bit
+    /// of its GP bitmap, including those after a hole, and every fixed
+    /// counter), PERF_METRICS and GLOBAL_STATUS. Carries on past a #GP and
+    /// returns the first.
+    pub fn park(&self, hw: &mut impl PmuHardware) -> Result<(), GpFault> {
+        use crate::msr::{IA32_FIXED_CTR_CTRL, IA32_PERF_GLOBAL_STATUS_RESET, IA32_PERF_METRICS};
+        let l = &self.layout;
+        let mut result = Ok(());
+        let mut note = |r: Result<(), GpFault>| {
+            if result.is_ok() {
+                result = r;
+            }
+        };
+        if l.version >= 2 {
+            note(hw.wrmsr(IA32_PERF_GLOBAL_CTRL, 0));
+            note(hw.wrmsr(IA32_FIXED_CTR_CTRL, 0));
+        }
+        if l.version >= 1 {
+            // IA32_PERFEVTSELn/IA32_PMCn have architectural addresses for n < 8.
+            for i in (0..MAX_GP as u32).filter(|i| self.gp_bitmap & (1 << i) != 0) {
+                note(hw.wrmsr(IA32_PERFEVTSEL0 + i, 0));
+                note(hw.wrmsr(IA32_PMC0 + i, 0));
+            }
+        }
+        if l.version >= 2 {
+            for i in l.fixed.iter() {
+                note(hw.wrmsr(IA32_FIXED_CTR0 + i, 0));
+            }
+            // After fixed counter 3 (REFERENCE.md §4).
+            if l.perf_metrics() {
+                note(hw.wrmsr(IA32_PERF_METRICS, 0));
+            }
+            match hw.rdmsr(IA32_PERF_GLOBAL_STATUS) {
+                Ok(0) => {}
+                Ok(status) => note(hw.wrmsr(IA32_PERF_GLOBAL_STATUS_RESET, status)),
+                Err(e) => note(Err(e)),
+            }
+        }
+        result
+    }
+
     /// Whether IA32_PERF_GLOBAL_STATUS_SET and _RESET act on GLOBAL_STATUS
     /// as v4 defines (SDM vol. 3B §20.2.4): set bit 0, see it, clear it, see
     /// it gone. An emulator whose PMU MSRs are plain registers (Bochs with an
@@ -176,7 +221,6 @@ mod tests {
 
     #[test]
     fn status_set_probe_on_a_real_pmu_and_on_plain_registers() {
-        use crate::hw::GpFault;
         use crate::model::ModelPmu;
         let h = HostPmu::discover(&inputs(0x0730_0404, 0, 0x0603, Some(0x2000)));
         let mut real = ModelPmu::new(h.layout);
@@ -195,8 +239,47 @@ mod tests {
             fn rdpmc(&mut self, _: u32) -> Result<u64, GpFault> {
                 Ok(0)
             }
+            fn debugctl(&mut self) -> Result<u64, GpFault> {
+                Ok(0)
+            }
+            fn set_debugctl(&mut self, _: u64) -> Result<(), GpFault> {
+                Ok(())
+            }
         }
         assert!(!h.status_set_works(&mut Plain([0; 0x400])));
+    }
+
+    /// Firmware left the PMU running: GLOBAL_CTRL at its reset value (every
+    /// GP counter enabled), selectors counting, counters, FIXED_CTR_CTRL,
+    /// PERF_METRICS and status set; leaf 23H puts a hole at GP counter 2.
+    /// Parking clears GLOBAL_CTRL before any selector write and zeroes
+    /// every register, GP counter 3 after the hole included.
+    #[test]
+    fn park_clears_global_ctrl_first_and_every_counter_the_host_has() {
+        use crate::layout::evtsel;
+        use crate::model::{ModelPmu, PmuRegisters};
+        use crate::msr::{IA32_A_PMC0, IA32_FIXED_CTR_CTRL, IA32_PERF_GLOBAL_STATUS_SET, IA32_PERF_METRICS};
+        let leaf_0a = CpuidRegs::new(0x0830_0405, 0, 0xf, 0x8604);
+        let mut i = inputs(leaf_0a.eax, leaf_0a.ecx, leaf_0a.edx, Some(0xa000));
+        i.leaf_23 = Some([CpuidRegs::new(0b10, 0, 0, 0), CpuidRegs::new(0b1011, 0xf, 0, 0)]);
+        let h = HostPmu::discover(&i);
+        assert_eq!(h.layout.gp_counters, 2, "the engine's counters end at the hole");
+        let mut hw = ModelPmu::from_cpuid(leaf_0a, true, 0xa000);
+        for n in [0u32, 1, 3] {
+            hw.wrmsr(IA32_PERFEVTSEL0 + n, 0xc0 | evtsel::EN | evtsel::OS | evtsel::USR | evtsel::INT).unwrap();
+            hw.wrmsr(IA32_A_PMC0 + n, 1000 + u64::from(n)).unwrap();
+        }
+        hw.wrmsr(IA32_FIXED_CTR_CTRL, 0xbbbb).unwrap();
+        for n in 0..4 {
+            hw.wrmsr(IA32_FIXED_CTR0 + n, 7).unwrap();
+        }
+        hw.wrmsr(IA32_PERF_METRICS, 0x0102_0304).unwrap();
+        hw.wrmsr(IA32_PERF_GLOBAL_STATUS_SET, 0b1001).unwrap();
+        assert_ne!(hw.regs.global_ctrl, 0, "reset value: GP counters enabled");
+        hw.control_writes_while_enabled = 0;
+        assert_eq!(h.park(&mut hw), Ok(()));
+        assert_eq!(hw.control_writes_while_enabled, 0, "a selector was written while GLOBAL_CTRL != 0");
+        assert_eq!(hw.regs, PmuRegisters::default(), "parked: every PMU register 0");
     }
 
     #[test]

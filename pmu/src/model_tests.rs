@@ -216,3 +216,52 @@ fn instruction_counts_are_tallied() {
     let _ = pmu.rdpmc(99);
     assert_eq!((pmu.counts.rdmsr, pmu.counts.wrmsr, pmu.counts.rdpmc), (1, 1, 2));
 }
+
+/// The model reads its layout off the raw registers itself (SDM vol. 2A
+/// CPUID leaf 0AH); the engine's derivation (`PmuLayout::from_cpuid`) must
+/// agree wherever both are defined.
+#[test]
+fn the_model_derives_its_layout_from_raw_cpuid() {
+    use crate::cpuid::{ArchPerfmon, CpuidRegs};
+    use crate::model::ModelLayout;
+    /// Raw CPUID.0AH, PDCM, PERF_CAPABILITIES; expected (version, GP
+    /// counters, fixed set, AnyThread allowed, PERF_METRICS); the rule.
+    type Row = (CpuidRegs, bool, u64, (u8, u8, u32, bool, bool), &'static str);
+    let rows: &[Row] = &[
+        (
+            CpuidRegs::new(0x0830_0805, 0, 0xf, 0x8604),
+            true,
+            0xa000,
+            (5, 8, 0xf, false, true),
+            "tigerlake + PERF_METRICS",
+        ),
+        (CpuidRegs::new(0x0730_0404, 0, 0, 0x0603), true, 0x2000, (4, 4, 0x7, true, false), "skylake_x"),
+        (CpuidRegs::new(0x0830_0805, 0, 0x77, 0x0603), true, 0x2000, (5, 8, 0x77, true, false), "hole, EDX[15] clear"),
+        (CpuidRegs::new(0x0830_0805, 0, 0x4, 0x0602), true, 0, (5, 8, 0x7, true, false), "ECX[i] || EDX[4:0] > i"),
+        (CpuidRegs::new(0x0730_0404, 0, 0xf0, 0x0603), true, 0, (4, 4, 0x7, true, false), "ECX reserved below v5"),
+        (CpuidRegs::new(0x0730_0402, 0, 0, 0x0603), true, 0, (2, 4, 0x7, false, false), "no AnyThread on v2"),
+        (CpuidRegs::new(0x0728_0201, 0, 0xf, 0x0603), true, 0, (1, 2, 0, false, false), "v1: no fixed counters"),
+        (
+            CpuidRegs::new(0x0830_0805, 0, 0xf, 0x8604),
+            false,
+            0xa000,
+            (5, 8, 0xf, false, false),
+            "no PDCM: no capabilities",
+        ),
+    ];
+    for &(leaf, pdcm, caps, (version, gp, fixed, anythread, perf_metrics), what) in rows {
+        let m = ModelLayout::from_cpuid(leaf, pdcm, caps);
+        let has_pm = ModelPmu::from_cpuid(leaf, pdcm, caps).rdmsr(IA32_PERF_METRICS).is_ok();
+        assert_eq!(
+            (m.version, m.gp_counters, m.fixed, m.anythread, has_pm),
+            (version, gp, fixed, anythread, perf_metrics),
+            "{what}"
+        );
+        let e = PmuLayout::from_cpuid(&ArchPerfmon::decode(leaf), pdcm, caps);
+        assert_eq!(
+            (e.version, e.gp_counters, e.fixed.0, e.anythread_allowed(), e.perf_metrics()),
+            (version, gp, fixed, anythread, perf_metrics),
+            "engine: {what}"
+        );
+    }
+}

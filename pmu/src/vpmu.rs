@@ -3,11 +3,20 @@
 //!
 //! # The hardware states
 //! Between contexts the hardware PMU is *parked*: every counter, selector,
-//! FIXED_CTR_CTRL and GLOBAL_STATUS is 0, and GLOBAL_CTRL is 0 because the
-//! VM-exit control "load IA32_PERF_GLOBAL_CTRL" loads the host's 0. `load`
-//! therefore writes only non-zero values and needs no reads; `put` reads
-//! back what the context may have changed and parks the hardware again, so
-//! no value of one context is ever readable by another.
+//! FIXED_CTR_CTRL, PERF_METRICS and GLOBAL_STATUS is 0, and GLOBAL_CTRL is
+//! 0 because the VM-exit control "load IA32_PERF_GLOBAL_CTRL" loads the
+//! host's 0 (`HostPmu::park` makes it so at boot). `load` therefore writes
+//! only non-zero values, and reads GLOBAL_STATUS only when it has a status
+//! to restore; `put` reads back what the context may have changed and parks
+//! the hardware again, so no value of one context is ever readable by
+//! another.
+//!
+//! # Failures
+//! A #GP during `load` or `put` never leaves a context half-loaded: a
+//! failed `load` parks what it had loaded and leaves the context unloaded
+//! (its saved state untouched); `put` carries on past a #GP, parks all it
+//! can and always leaves the context unloaded. Either returns the first
+//! #GP. [`VirtualPmu::is_loaded`] says which state a context is in.
 //!
 //! # Per VM exit/entry
 //! Nothing: GLOBAL_CTRL is saved and loaded by the VMCS (SDM vol. 3C
@@ -27,7 +36,7 @@
 
 use crate::events::{ArchEvent, Ring};
 use crate::hw::{GpFault, PmuHardware, RDPMC_FIXED};
-use crate::layout::{evtsel, fixed_ctrl, status, PmuLayout, MAX_FIXED, MAX_GP};
+use crate::layout::{debugctl, evtsel, fixed_ctrl, status, PmuLayout, MAX_FIXED, MAX_GP};
 use crate::msr::{self, PmuReg};
 
 /// How perfvisor runs the guest's PMU.
@@ -129,14 +138,11 @@ pub struct VirtualPmu {
     status_maybe_set: bool,
 }
 
-/// GLOBAL_STATUS of parked hardware: `put` clears it.
-const PARKED_STATUS: u64 = 0;
-
-/// Makes hardware GLOBAL_STATUS, known to be `hw`, equal `guest` with the
+/// Makes hardware GLOBAL_STATUS, read as `hw`, equal `guest` with the
 /// toggle method (KVM's mediated PMU; SDM vol. 3B §20.2.4: STATUS_RESET
 /// clears, STATUS_SET sets): `toggle = guest ^ hw`, then
 /// `STATUS_RESET <- hw & toggle` and `STATUS_SET <- guest & toggle`.
-/// From parked hardware (`hw` = 0) that is at most one STATUS_SET.
+/// `guest` must hold only bits STATUS_SET accepts.
 fn restore_status(hw_pmu: &mut impl PmuHardware, hw: u64, guest: u64) -> Result<(), GpFault> {
     let toggle = guest ^ hw;
     if hw & toggle != 0 {
@@ -146,6 +152,13 @@ fn restore_status(hw_pmu: &mut impl PmuHardware, hw: u64, guest: u64) -> Result<
         hw_pmu.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_SET, guest & toggle)?;
     }
     Ok(())
+}
+
+/// Keeps the first error of a sequence that carries on past errors.
+fn first_error(result: &mut Result<(), GpFault>, step: Result<(), GpFault>) {
+    if result.is_ok() {
+        *result = step;
+    }
 }
 
 /// The context's counters are not loaded: an engine call that needs the
@@ -177,6 +190,12 @@ impl VirtualPmu {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The context's state is in the hardware (between a successful `load`
+    /// and the next `put`).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
     }
 
     pub fn guest_layout(&self) -> &PmuLayout {
@@ -220,6 +239,31 @@ impl VirtualPmu {
             4.. => status::TRACE_TOPA_PMI | status::LBR_FRZ | status::CTR_FRZ | status::OVF_UNCORE | status::OVF_BUFFER,
             _ => status::OVF_BUFFER,
         }
+    }
+
+    /// The saved GLOBAL_STATUS bits `load` restores through STATUS_SET: the
+    /// guest's counters and the v4 flags, all of which STATUS_SET accepts
+    /// (SDM vol. 4, IA32_PERF_GLOBAL_STATUS_SET). Bits it has no way to set
+    /// (CondChgd, ASCI, anything the host CPU set beyond the guest's
+    /// layout) are dropped rather than faulting the whole restore.
+    fn settable_status(&self) -> u64 {
+        self.guest.counter_bits() | self.status_flag_bits()
+    }
+
+    /// GLOBAL_STATUS bits `put` clears through STATUS_RESET: what RESET
+    /// (OVF_CTRL) defines on the host.
+    fn resettable_status(&self) -> u64 {
+        let flags = if self.host.version >= 4 {
+            status::TRACE_TOPA_PMI
+                | status::LBR_FRZ
+                | status::CTR_FRZ
+                | status::ASCI
+                | status::OVF_UNCORE
+                | status::OVF_BUFFER
+        } else {
+            status::OVF_BUFFER
+        };
+        self.host.counter_bits() | flags | status::COND_CHGD
     }
 
     fn evtsel_writable(&self) -> u64 {
@@ -387,13 +431,23 @@ impl VirtualPmu {
     /// Puts the context's PMU state into the (parked) hardware. Call after
     /// a VM exit left GLOBAL_CTRL = 0, before the VM entry that loads the
     /// guest's GLOBAL_CTRL. Selectors are written only while GLOBAL_CTRL is 0.
+    /// On a #GP the hardware is parked again and the context stays unloaded.
     pub fn load(&mut self, hw: &mut impl PmuHardware) -> Result<(), GpFault> {
         assert!(!self.loaded, "vPMU context loaded twice");
         self.loaded = true;
         self.loaded_counters = 0;
+        self.status_maybe_set = false;
         if self.mode == Mode::Off {
             return Ok(());
         }
+        let result = self.load_registers(hw);
+        if result.is_err() {
+            self.unload_after_fault(hw);
+        }
+        result
+    }
+
+    fn load_registers(&mut self, hw: &mut impl PmuHardware) -> Result<(), GpFault> {
         for i in 0..usize::from(self.guest.gp_counters) {
             if self.gp_in_use(i) {
                 self.load_counter(hw, i as u32, self.pmc[i])?;
@@ -403,79 +457,137 @@ impl VirtualPmu {
                 }
             }
         }
+        let perf_metrics = self.guest.perf_metrics();
         for i in self.guest.fixed.iter() {
             if self.fixed_in_use(i) {
                 self.load_counter(hw, 32 + i, self.fixed[i as usize])?;
             }
-        }
-        // PERF_METRICS right after fixed counter 3 (REFERENCE.md §4).
-        if self.guest.perf_metrics() && self.perf_metrics != 0 {
-            self.loaded_counters |= status::PERF_METRICS;
-            hw.wrmsr(msr::IA32_PERF_METRICS, self.perf_metrics)?;
+            // PERF_METRICS right after fixed counter 3 (REFERENCE.md §4).
+            // It is passed through, so it is part of every load and put of
+            // a context that has it.
+            if i == 3 && perf_metrics {
+                self.loaded_counters |= status::PERF_METRICS;
+                if self.perf_metrics != 0 {
+                    hw.wrmsr(msr::IA32_PERF_METRICS, self.perf_metrics)?;
+                }
+            }
         }
         let fixed_ctrl = self.filter.hw_fixed_ctrl(self.fixed_ctrl);
         if fixed_ctrl != 0 {
             hw.wrmsr(msr::IA32_FIXED_CTR_CTRL, fixed_ctrl)?;
         }
-        self.status_maybe_set = false;
         if self.mode == Mode::Mediated {
-            restore_status(hw, PARKED_STATUS, self.status)?;
-            self.status_maybe_set = self.status != 0;
+            let want = self.status & self.settable_status();
+            if want != 0 {
+                // Toggle against what the hardware holds, not an assumed 0.
+                self.status_maybe_set = true;
+                let now = hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS)?;
+                restore_status(hw, now, want)?;
+            }
         }
         Ok(())
     }
 
-    /// Saves the context's PMU state and parks the hardware: after `put`
-    /// nothing the guest wrote is readable. Call while GLOBAL_CTRL is 0
-    /// (after a VM exit).
-    pub fn put(&mut self, hw: &mut impl PmuHardware) -> Result<(), GpFault> {
-        assert!(self.loaded, "vPMU context put while not loaded");
-        self.loaded = false;
-        if self.mode == Mode::Off {
-            return Ok(());
-        }
-        if self.status_maybe_set || self.loaded_counters != 0 {
-            let hw_status = hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS)?;
-            if hw_status != 0 {
-                hw.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_RESET, hw_status)?;
-            }
-            match self.mode {
-                Mode::Mediated => self.status = hw_status,
-                _ => self.status |= hw_status,
-            }
-        }
-        if self.filter.hw_fixed_ctrl(self.fixed_ctrl) != 0 {
-            hw.wrmsr(msr::IA32_FIXED_CTR_CTRL, 0)?;
-        }
-        for i in 0..usize::from(self.guest.gp_counters) {
-            if self.loaded_counters & (1 << i) == 0 {
-                continue;
-            }
-            self.pmc[i] = hw.rdpmc(i as u32)?;
-            if self.pmc[i] != 0 {
-                hw.wrmsr(self.counter_msr(i as u32), 0)?;
-            }
-            if self.filter.hw_selector(self.evtsel[i]) != 0 {
-                hw.wrmsr(msr::IA32_PERFEVTSEL0 + i as u32, 0)?;
+    /// A `load` faulted part-way: park what it loaded (best effort) and
+    /// leave the context unloaded; its saved state was not changed.
+    fn unload_after_fault(&mut self, hw: &mut impl PmuHardware) {
+        let _ = hw.wrmsr(msr::IA32_FIXED_CTR_CTRL, 0);
+        for i in 0..self.guest.gp_counters.min(MAX_GP as u8) {
+            if self.loaded_counters & (1 << i) != 0 {
+                let _ = hw.wrmsr(msr::IA32_PERFEVTSEL0 + u32::from(i), 0);
+                let _ = hw.wrmsr(self.counter_msr(u32::from(i)), 0);
             }
         }
         for i in self.guest.fixed.iter() {
-            if self.loaded_counters & (1 << (32 + i)) == 0 {
+            if self.loaded_counters & (1 << (32 + i)) != 0 {
+                let _ = hw.wrmsr(self.counter_msr(32 + i), 0);
+            }
+        }
+        if self.loaded_counters & status::PERF_METRICS != 0 {
+            let _ = hw.wrmsr(msr::IA32_PERF_METRICS, 0);
+        }
+        if self.status_maybe_set {
+            if let Ok(st) = hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS) {
+                let _ = hw.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_RESET, st & self.resettable_status());
+            }
+        }
+        self.loaded = false;
+        self.loaded_counters = 0;
+        self.status_maybe_set = false;
+    }
+
+    /// Saves the context's PMU state and parks the hardware: after `put`
+    /// nothing the guest wrote is readable. Call while GLOBAL_CTRL is 0
+    /// (after a VM exit). The context is unloaded afterwards even if a
+    /// register faulted (the first #GP is returned; a value that could not
+    /// be read keeps its last saved value).
+    pub fn put(&mut self, hw: &mut impl PmuHardware) -> Result<(), GpFault> {
+        assert!(self.loaded, "vPMU context put while not loaded");
+        self.loaded = false;
+        let loaded = core::mem::take(&mut self.loaded_counters);
+        let status_maybe_set = core::mem::take(&mut self.status_maybe_set);
+        if self.mode == Mode::Off {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        if status_maybe_set || loaded != 0 {
+            match hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS) {
+                Ok(hw_status) => {
+                    let clear = hw_status & self.resettable_status();
+                    if clear != 0 {
+                        first_error(&mut result, hw.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_RESET, clear));
+                    }
+                    match self.mode {
+                        Mode::Mediated => self.status = hw_status,
+                        _ => self.status |= hw_status,
+                    }
+                }
+                Err(e) => first_error(&mut result, Err(e)),
+            }
+        }
+        if self.filter.hw_fixed_ctrl(self.fixed_ctrl) != 0 {
+            first_error(&mut result, hw.wrmsr(msr::IA32_FIXED_CTR_CTRL, 0));
+        }
+        for i in 0..usize::from(self.guest.gp_counters) {
+            if loaded & (1 << i) == 0 {
                 continue;
             }
-            self.fixed[i as usize] = hw.rdpmc(RDPMC_FIXED | i)?;
-            if self.fixed[i as usize] != 0 {
-                hw.wrmsr(self.counter_msr(32 + i), 0)?;
+            // Zeroed unless it read back 0.
+            let read = hw.rdpmc(i as u32);
+            if let Ok(v) = read {
+                self.pmc[i] = v;
+            }
+            if read != Ok(0) {
+                first_error(&mut result, read.map(|_| ()));
+                first_error(&mut result, hw.wrmsr(self.counter_msr(i as u32), 0));
+            }
+            if self.filter.hw_selector(self.evtsel[i]) != 0 {
+                first_error(&mut result, hw.wrmsr(msr::IA32_PERFEVTSEL0 + i as u32, 0));
             }
         }
-        if self.guest.perf_metrics() && self.loaded_counters & (status::PERF_METRICS) != 0 {
-            self.perf_metrics = hw.rdmsr(msr::IA32_PERF_METRICS)?;
-            if self.perf_metrics != 0 {
-                hw.wrmsr(msr::IA32_PERF_METRICS, 0)?;
+        // PERF_METRICS is saved before fixed counter 3 is touched and
+        // cleared right after it, mirroring `load` (REFERENCE.md §4).
+        let perf_metrics = (loaded & status::PERF_METRICS != 0).then(|| hw.rdmsr(msr::IA32_PERF_METRICS));
+        if let Some(Ok(v)) = perf_metrics {
+            self.perf_metrics = v;
+        }
+        for i in self.guest.fixed.iter() {
+            if loaded & (1 << (32 + i)) != 0 {
+                let read = hw.rdpmc(RDPMC_FIXED | i);
+                if let Ok(v) = read {
+                    self.fixed[i as usize] = v;
+                }
+                if read != Ok(0) {
+                    first_error(&mut result, read.map(|_| ()));
+                    first_error(&mut result, hw.wrmsr(self.counter_msr(32 + i), 0));
+                }
+            }
+            if i == 3 && perf_metrics.is_some_and(|read| read != Ok(0)) {
+                first_error(&mut result, perf_metrics.unwrap_or(Ok(0)).map(|_| ()));
+                first_error(&mut result, hw.wrmsr(msr::IA32_PERF_METRICS, 0));
             }
         }
-        self.loaded_counters = 0;
-        Ok(())
+        result
     }
 
     /// After a VM exit: the guest's GLOBAL_CTRL as the VMCS saved it.
@@ -695,9 +807,13 @@ impl VirtualPmu {
         if counting == 0 {
             return Ok(0);
         }
+        let streamlined = self.guest.version >= 4;
         // Streamlined freeze (v4): nothing counts while CTR_Frz is set.
-        if self.guest.version >= 4 && hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS)? & status::CTR_FRZ != 0 {
-            return Ok(0);
+        if streamlined {
+            let soft = if self.mode == Mode::Fallback { self.status } else { 0 };
+            if (hw.rdmsr(msr::IA32_PERF_GLOBAL_STATUS)? | soft) & status::CTR_FRZ != 0 {
+                return Ok(0);
+            }
         }
         let mut overflowed = 0u64;
         for bit in (0..64).filter(|b| counting & (1u64 << b) != 0) {
@@ -710,15 +826,37 @@ impl VirtualPmu {
             }
             self.write_counter(hw, bit, (sum & u128::from(mask)) as u64)?;
         }
-        if overflowed != 0 {
-            match self.mode {
-                Mode::Mediated => {
-                    hw.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_SET, overflowed)?;
-                    self.status_maybe_set = true;
+        let pmis = overflowed & pmi_enabled;
+        let mut set = overflowed;
+        if pmis != 0 {
+            // What the processor does when it signals the PMI, as the
+            // guest's DEBUGCTL asks (SDM vol. 3B §20.2.4.1, §20.2.6.2):
+            // v4 sets CTR_Frz/LBR_Frz; v2/v3 clear GLOBAL_CTRL and DEBUGCTL.LBR.
+            let dbg = hw.debugctl()?;
+            if dbg & debugctl::FREEZE_PERFMON_ON_PMI != 0 {
+                if streamlined {
+                    set |= status::CTR_FRZ;
+                } else {
+                    self.global_ctrl = 0;
                 }
-                _ => self.status |= overflowed,
+            }
+            if dbg & debugctl::FREEZE_LBRS_ON_PMI != 0 {
+                if streamlined {
+                    set |= status::LBR_FRZ;
+                } else if dbg & debugctl::LBR != 0 {
+                    hw.set_debugctl(dbg & !debugctl::LBR)?;
+                }
             }
         }
-        Ok((overflowed & pmi_enabled).count_ones())
+        if set != 0 {
+            match self.mode {
+                Mode::Mediated => {
+                    hw.wrmsr(msr::IA32_PERF_GLOBAL_STATUS_SET, set)?;
+                    self.status_maybe_set = true;
+                }
+                _ => self.status |= set,
+            }
+        }
+        Ok(pmis.count_ones())
     }
 }

@@ -2,8 +2,8 @@
 //! accounting, and the cost of switching.
 
 use crate::events::{ArchEvent, Ring};
-use crate::hw::PmuHardware;
-use crate::layout::evtsel;
+use crate::hw::{GpFault, PmuHardware, RDPMC_FIXED};
+use crate::layout::{evtsel, status};
 use crate::model::{InstructionCounts, ModelPmu};
 use crate::model_tests::{layout, v4, v5};
 use crate::msr::*;
@@ -189,4 +189,162 @@ fn may_count_is_the_cheap_precheck_of_accounting() {
     v.write(&mut hw, IA32_FIXED_CTR_CTRL, 0x1).unwrap();
     assert!(v.may_count(ArchEvent::InstructionsRetired), "FC0 counts instructions");
     assert!(!v.may_count(ArchEvent::BranchInstructionsRetired));
+}
+
+/// The model behind a wrapper that records every PMU instruction and can
+/// make one MSR fault.
+struct Recorder {
+    pmu: ModelPmu,
+    log: Vec<(&'static str, u32)>,
+    fault_on: Option<u32>,
+}
+
+impl Recorder {
+    fn new(host: crate::PmuLayout) -> Self {
+        Self { pmu: parked(host), log: Vec::new(), fault_on: None }
+    }
+}
+
+impl PmuHardware for Recorder {
+    fn rdmsr(&mut self, msr: u32) -> Result<u64, GpFault> {
+        self.log.push(("rdmsr", msr));
+        if self.fault_on == Some(msr) {
+            return Err(GpFault);
+        }
+        self.pmu.rdmsr(msr)
+    }
+    fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
+        self.log.push(("wrmsr", msr));
+        if self.fault_on == Some(msr) {
+            return Err(GpFault);
+        }
+        self.pmu.wrmsr(msr, value)
+    }
+    fn rdpmc(&mut self, index: u32) -> Result<u64, GpFault> {
+        let msr = if index & RDPMC_FIXED != 0 { IA32_FIXED_CTR0 + (index & !RDPMC_FIXED) } else { IA32_PMC0 + index };
+        self.log.push(("rdpmc", msr));
+        if self.fault_on == Some(msr) {
+            return Err(GpFault);
+        }
+        self.pmu.rdpmc(index)
+    }
+    fn debugctl(&mut self) -> Result<u64, GpFault> {
+        self.pmu.debugctl()
+    }
+    fn set_debugctl(&mut self, value: u64) -> Result<(), GpFault> {
+        self.pmu.set_debugctl(value)
+    }
+}
+
+/// v5, 8 GP, FC0-3, full-width writes and PERF_METRICS (Ice Lake on).
+fn v5_perf_metrics() -> crate::PmuLayout {
+    crate::PmuLayout {
+        perf_capabilities: crate::PerfCapabilities::FW_WRITE | crate::PerfCapabilities::PERF_METRICS,
+        ..v5()
+    }
+}
+
+#[test]
+fn perf_metrics_is_saved_before_fixed_counter_3_and_restored_right_after_it() {
+    let l = v5_perf_metrics();
+    let mut hw = Recorder::new(l);
+    let mut v = VirtualPmu::new(l, l, Mode::Mediated);
+    v.load(&mut hw).unwrap();
+    assert_eq!(v.policy(IA32_PERF_METRICS).write, Access::PassThrough);
+    // The guest writes FC3 (intercepted: loads it) and PERF_METRICS (passed through).
+    v.write(&mut hw, IA32_FIXED_CTR0 + 3, 500).unwrap();
+    hw.pmu.wrmsr(IA32_PERF_METRICS, 0x1122_3344).unwrap();
+    hw.log.clear();
+    v.put(&mut hw).unwrap();
+    assert_eq!(hw.pmu.regs.perf_metrics, 0, "parked");
+    let at = |log: &[(&str, u32)], op, msr| log.iter().position(|&e| e == (op, msr)).expect("in the log");
+    assert!(
+        at(&hw.log, "rdmsr", IA32_PERF_METRICS) < at(&hw.log, "wrmsr", IA32_FIXED_CTR0 + 3),
+        "PERF_METRICS saved before FC3 is touched: {:?}",
+        hw.log
+    );
+    hw.log.clear();
+    v.load(&mut hw).unwrap();
+    let fc3 = at(&hw.log, "wrmsr", IA32_FIXED_CTR0 + 3);
+    assert_eq!(hw.log[fc3 + 1], ("wrmsr", IA32_PERF_METRICS), "restored right after FC3: {:?}", hw.log);
+    assert_eq!((hw.pmu.regs.perf_metrics, hw.pmu.regs.fixed[3]), (0x1122_3344, 500));
+}
+
+#[test]
+fn a_fault_during_load_parks_the_hardware_and_leaves_the_context_unloaded() {
+    let mut hw = Recorder::new(v4());
+    let mut v = VirtualPmu::new(v4(), v4(), Mode::Mediated);
+    v.load(&mut hw).unwrap();
+    v.write(&mut hw, IA32_PERFEVTSEL0, 0xc0 | evtsel::EN | evtsel::USR).unwrap();
+    v.write(&mut hw, IA32_A_PMC0, 77).unwrap();
+    v.write(&mut hw, IA32_FIXED_CTR0 + 1, 88).unwrap();
+    v.write(&mut hw, IA32_PERF_GLOBAL_STATUS_SET, 0b1).unwrap();
+    v.put(&mut hw).unwrap();
+    hw.fault_on = Some(IA32_FIXED_CTR0 + 1);
+    assert_eq!(v.load(&mut hw), Err(GpFault));
+    assert!(!v.is_loaded(), "a failed load leaves the context unloaded");
+    assert_eq!(hw.pmu.regs, crate::model::PmuRegisters::default(), "and the hardware parked");
+    hw.fault_on = None;
+    v.load(&mut hw).expect("loadable again, nothing lost");
+    assert_eq!((hw.pmu.regs.pmc[0], hw.pmu.regs.fixed[1], hw.pmu.regs.global_status), (77, 88, 0b1));
+    assert_eq!(hw.pmu.regs.evtsel[0], 0xc0 | evtsel::EN | evtsel::USR);
+}
+
+#[test]
+fn a_fault_during_put_still_parks_what_it_can_and_unloads() {
+    let mut hw = Recorder::new(v4());
+    let mut v = VirtualPmu::new(v4(), v4(), Mode::Mediated);
+    v.load(&mut hw).unwrap();
+    v.write(&mut hw, IA32_PERFEVTSEL0, 0xc0 | evtsel::EN | evtsel::USR).unwrap();
+    v.write(&mut hw, IA32_A_PMC0, 77).unwrap();
+    v.write(&mut hw, IA32_FIXED_CTR0, 88).unwrap();
+    hw.fault_on = Some(IA32_PMC0); // RDPMC of GP counter 0
+    assert_eq!(v.put(&mut hw), Err(GpFault));
+    assert!(!v.is_loaded());
+    assert_eq!(hw.pmu.regs, crate::model::PmuRegisters::default(), "everything parked regardless");
+    hw.fault_on = None;
+    v.load(&mut hw).expect("no 'loaded twice': the engine stayed consistent");
+    assert_eq!(hw.pmu.regs.fixed[0], 88);
+}
+
+#[test]
+fn status_is_restored_against_the_hardware_value_and_only_with_settable_bits() {
+    let mut hw = Recorder::new(v4());
+    let mut v = VirtualPmu::new(v4(), v4(), Mode::Mediated);
+    v.load(&mut hw).unwrap();
+    v.write(&mut hw, IA32_PERF_GLOBAL_STATUS_SET, 0b01 | status::CTR_FRZ).unwrap();
+    // The CPU set CondChgd, which STATUS_SET cannot set (it #GPs).
+    hw.pmu.regs.global_status |= status::COND_CHGD;
+    v.put(&mut hw).unwrap();
+    assert_eq!(hw.pmu.regs.global_status, 0);
+    // Something set a status bit while parked: the restore must not assume 0.
+    hw.pmu.regs.global_status = 0b10;
+    v.load(&mut hw).expect("no STATUS_SET of CondChgd");
+    assert_eq!(hw.pmu.regs.global_status, 0b01 | status::CTR_FRZ, "toggled from the hardware's value");
+}
+
+#[test]
+fn software_overflows_freeze_as_the_guests_debugctl_asks() {
+    use crate::layout::debugctl;
+    for version in [3u8, 4] {
+        let l = layout(version, 4, 0x7, true);
+        let mode = if version >= 4 { Mode::Mediated } else { Mode::Fallback };
+        let mut hw = parked(l);
+        let mut v = VirtualPmu::new(l, l, mode);
+        v.load(&mut hw).unwrap();
+        v.write(&mut hw, IA32_PERFEVTSEL0, 0xc0 | evtsel::EN | evtsel::USR | evtsel::INT).unwrap();
+        v.write(&mut hw, IA32_A_PMC0, (1 << 48) - 1).unwrap();
+        v.global_ctrl = 0xf;
+        hw.set_debugctl(debugctl::FREEZE_PERFMON_ON_PMI | debugctl::FREEZE_LBRS_ON_PMI | debugctl::LBR).unwrap();
+        assert_eq!(v.account_retired(&mut hw, ArchEvent::InstructionsRetired, 1, Ring::User), Ok(1));
+        if version >= 4 {
+            assert_eq!(hw.rdmsr(IA32_PERF_GLOBAL_STATUS), Ok(1 | status::CTR_FRZ | status::LBR_FRZ), "v4: streamlined");
+            assert_eq!(v.account_retired(&mut hw, ArchEvent::InstructionsRetired, 1, Ring::User), Ok(0));
+            assert_eq!(hw.rdpmc(0), Ok(0), "frozen by CTR_Frz");
+        } else {
+            assert_eq!(v.global_ctrl, 0, "v3: legacy freeze clears GLOBAL_CTRL");
+            assert_eq!(hw.debugctl().unwrap() & debugctl::LBR, 0, "and DEBUGCTL.LBR");
+            assert_eq!(v.read(&mut hw, IA32_PERF_GLOBAL_STATUS), Ok(1));
+        }
+    }
 }

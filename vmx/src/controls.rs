@@ -21,6 +21,8 @@ bitflags! {
     pub struct PrimaryControls: u32 {
         /// A VM exit as soon as the guest can take an interrupt (RFLAGS.IF = 1, no blocking).
         const INTERRUPT_WINDOW_EXITING = 1 << 2;
+        /// A VM exit as soon as there is no virtual-NMI blocking (needs virtual NMIs).
+        const NMI_WINDOW_EXITING = 1 << 22;
         const HLT_EXITING = 1 << 7;
         const RDPMC_EXITING = 1 << 11;
         const UNCONDITIONAL_IO_EXITING = 1 << 24;
@@ -105,7 +107,8 @@ pub struct PmuControlNeeds {
 /// (MSR bitmaps, EPT, VPID, HLT exiting, 64-bit host and guest, EFER
 /// switching; the GLOBAL_CTRL load controls when the vPMU is on) and what
 /// it uses when present (PAT and debug-control switching, saving
-/// GLOBAL_CTRL, RDTSCP, INVPCID, XSAVES for the guest, NMI exiting).
+/// GLOBAL_CTRL, RDTSCP, INVPCID, XSAVES for the guest); NMI exiting with
+/// virtual NMIs is required.
 /// Errors name the missing bits.
 pub fn resolve_for_guest(caps: &VmxCaps, pmu: PmuControlNeeds) -> Result<ResolvedControls, MissingControls> {
     let bit = |on: bool, b| if on { b } else { ExitControls::empty() };
@@ -115,7 +118,15 @@ pub fn resolve_for_guest(caps: &VmxCaps, pmu: PmuControlNeeds) -> Result<Resolve
         if pmu.load_global_ctrl_on_entry { EntryControls::LOAD_PERF_GLOBAL_CTRL } else { EntryControls::empty() };
     let rdpmc = if pmu.rdpmc_exiting { PrimaryControls::RDPMC_EXITING } else { PrimaryControls::empty() };
     Ok(ResolvedControls {
-        pin: caps.pin.resolve("pin-based controls", 0, PinControls::NMI_EXITING.bits())?,
+        // NMIs exit and are injected as virtual NMIs, so the CPU tracks the
+        // guest's NMI blocking (IRET unblocks) and NMI-window exiting can
+        // wait for it (SDM vol. 3C §26.3, §27.2): with NMI exiting alone an
+        // injected NMI would block every later one.
+        pin: caps.pin.resolve(
+            "pin-based controls",
+            (PinControls::NMI_EXITING | PinControls::VIRTUAL_NMIS).bits(),
+            0,
+        )?,
         primary: caps.primary.resolve(
             "primary processor-based controls",
             (PrimaryControls::HLT_EXITING
@@ -191,7 +202,11 @@ mod tests {
             assert!(ExitControls::from_bits_retain(c.exit).contains(ExitControls::LOAD_PERF_GLOBAL_CTRL));
             assert!(EntryControls::from_bits_retain(c.entry).contains(EntryControls::LOAD_PERF_GLOBAL_CTRL));
             assert!(!ExitControls::from_bits_retain(c.exit).contains(ExitControls::SAVE_PERF_GLOBAL_CTRL));
-            assert_eq!(c.pin, 0x16 | PinControls::NMI_EXITING.bits(), "default1 bits kept");
+            assert_eq!(
+                c.pin,
+                0x16 | (PinControls::NMI_EXITING | PinControls::VIRTUAL_NMIS).bits(),
+                "default1 bits kept"
+            );
             assert!(PrimaryControls::from_bits_retain(c.primary)
                 .contains(PrimaryControls::USE_MSR_BITMAPS | PrimaryControls::HLT_EXITING));
             let sec = SecondaryControls::from_bits_retain(c.secondary);

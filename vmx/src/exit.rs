@@ -10,6 +10,7 @@ pub enum ExitReason {
     ExternalInterrupt,
     TripleFault,
     InterruptWindow,
+    NmiWindow,
     Cpuid,
     Hlt,
     Vmcall,
@@ -33,6 +34,7 @@ impl ExitReason {
             1 => Self::ExternalInterrupt,
             2 => Self::TripleFault,
             7 => Self::InterruptWindow,
+            8 => Self::NmiWindow,
             10 => Self::Cpuid,
             12 => Self::Hlt,
             15 => Self::Rdpmc,
@@ -68,11 +70,12 @@ impl ExitReason {
             Self::PreemptionTimer => 13,
             Self::Xsetbv => 14,
             Self::InterruptWindow => 15,
-            Self::Other(_) => 16,
+            Self::NmiWindow => 16,
+            Self::Other(_) => 17,
         }
     }
 
-    pub const COUNTED: usize = 17;
+    pub const COUNTED: usize = 18;
 
     /// The reason of counter slot `index` (for printing counts).
     pub fn name_of_index(index: usize) -> &'static str {
@@ -93,6 +96,7 @@ impl ExitReason {
             "preemption timer",
             "XSETBV",
             "interrupt window",
+            "NMI window",
             "other",
         ][index]
     }

@@ -66,7 +66,16 @@ pub enum Hypercall {
     /// a canary) and back, as when another vCPU takes the core. Returns 0,
     /// or HYPERCALL_ERROR if the other context's values did not survive.
     PmuSwitch = 5,
+    /// Test aid: makes the guest-physical page at RDI read-only in the EPT
+    /// until the guest's next write to it, which perfvisor lets through
+    /// (write access restored, the access retried), as write tracking does.
+    /// Returns 0, or HYPERCALL_ERROR for a page outside guest RAM or when
+    /// [`MAX_WRITE_TRAPS`] are set.
+    TrapWrite = 6,
 }
+
+/// How many pages [`Hypercall::TrapWrite`] can watch at once.
+pub const MAX_WRITE_TRAPS: usize = 4;
 
 impl Hypercall {
     pub fn from_raw(n: u64) -> Option<Self> {
@@ -77,6 +86,7 @@ impl Hypercall {
             3 => Self::Exit,
             4 => Self::ExitCount,
             5 => Self::PmuSwitch,
+            6 => Self::TrapWrite,
             _ => return None,
         })
     }

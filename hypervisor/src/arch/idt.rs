@@ -203,7 +203,7 @@ pub fn exception_name(vector: u64) -> &'static str {
 extern "C" fn dispatch(frame: &mut ExceptionFrame) {
     // Every NMI is the guest's (the host uses none): note it for the next VM entry.
     if frame.vector == 2 {
-        crate::pmi::note_host_nmi();
+        crate::events::note_host_nmi();
         return;
     }
     if frame.vector == 13 {
@@ -240,4 +240,32 @@ fn report(f: &ExceptionFrame) {
     out(format_args!("  RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}\n", f.rsi, f.rdi, f.rbp, f.r8));
     out(format_args!("  R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}\n", f.r9, f.r10, f.r11, f.r12));
     out(format_args!("  R13 {:#018x}  R14 {:#018x}  R15 {:#018x}\n", f.r13, f.r14, f.r15));
+}
+
+/// Unblocks NMIs: a VM exit caused by an NMI leaves NMIs blocked in root
+/// mode until the next IRET (SDM vol. 3C §28.5.5 "Updating Non-Register
+/// State"), and perfvisor takes no interrupt that would execute one. An
+/// IRETQ to the next instruction does it, changing nothing else.
+pub fn unblock_nmis() {
+    // SAFETY: builds an interrupt-return frame of the current SS, RSP,
+    // RFLAGS and CS with the address of label 2, so IRETQ continues right
+    // after itself on the same stack; its only other effect is that NMIs
+    // are no longer blocked.
+    unsafe {
+        core::arch::asm!(
+            "mov {sel:e}, ss",
+            "mov {tmp}, rsp",
+            "push {sel}",
+            "push {tmp}",
+            "pushfq",
+            "mov {sel:e}, cs",
+            "push {sel}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "iretq",
+            "2:",
+            sel = out(reg) _,
+            tmp = out(reg) _,
+        )
+    };
 }

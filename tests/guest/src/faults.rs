@@ -111,7 +111,9 @@ pub fn init() {
         idt.double_fault.set_handler_addr(addr(double_fault));
         idt.general_protection_fault.set_handler_addr(addr(general_protection));
         idt.page_fault.set_handler_addr(addr(page_fault));
-        idt[PMI_VECTOR].set_handler_addr(addr(pmi_interrupt));
+        idt[PMI_VECTOR].set_handler_addr(addr(pmi_interrupt)).set_stack_index(crate::ring3::PMI_IST_INDEX);
+        idt.non_maskable_interrupt.set_handler_addr(addr(crate::interrupts::nmi_entry));
+        idt[crate::interrupts::HIGH_VECTOR].set_handler_addr(addr(crate::interrupts::high_entry));
         idt[crate::ring3::RETURN_VECTOR]
             .set_handler_addr(addr(crate::ring3::return_from_ring3))
             .set_privilege_level(x86_64::PrivilegeLevel::Ring3);

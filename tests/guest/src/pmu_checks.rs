@@ -250,7 +250,11 @@ pub fn counts_instructions(p: &Pmu) -> Check {
         let _ = write(IA32_PERFEVTSEL0, 0);
     };
     let (short, long) = differential(IA32_PMC0, &arm_gp, &disarm_gp, 1_000, 100_000);
-    ensure!(long - short == 198_000, "GP0 (C0H): {long} - {short} = {} instructions, want exactly 198000", long - short);
+    ensure!(
+        long - short == 198_000,
+        "GP0 (C0H): {long} - {short} = {} instructions, want exactly 198000",
+        long - short
+    );
     Check::Pass
 }
 
@@ -590,6 +594,244 @@ pub fn overflow_near_wrap(p: &Pmu) -> Check {
     Check::Pass
 }
 
+/// Starts counter `index` (GP, or fixed with `fixed`) 1,000 below 2^width,
+/// counting instructions at ring 0 with its PMI bit set.
+fn arm_near_wrap(p: &Pmu, index: u32, fixed: bool) {
+    if fixed {
+        let start = (1u64 << p.arch.fixed_width) - 1000;
+        let _ = write(IA32_FIXED_CTR0 + index, start);
+        let _ = write(IA32_FIXED_CTR_CTRL, 0x9 << (4 * index));
+    } else {
+        let start = (1u64 << p.arch.gp_width) - 1000;
+        if write(IA32_A_PMC0 + index, start).is_err() {
+            // The legacy write of -1000 sign-extends to the same value.
+            let _ = write(IA32_PMC0 + index, start & 0xffff_ffff);
+        }
+        let _ = write(IA32_PERFEVTSEL0 + index, 0xc0 | evtsel::OS | evtsel::EN | evtsel::INT);
+    }
+}
+
+fn disarm_all(p: &Pmu) {
+    let _ = write(IA32_FIXED_CTR_CTRL, 0);
+    for i in 0..p.gp() {
+        let _ = write(IA32_PERFEVTSEL0 + i, 0);
+        let _ = write(IA32_PMC0 + i, 0);
+    }
+    for i in p.arch.fixed.iter() {
+        let _ = write(IA32_FIXED_CTR0 + i, 0);
+    }
+    let status = rdmsr(IA32_PERF_GLOBAL_STATUS).unwrap_or(0);
+    let _ = write(IA32_PERF_GLOBAL_STATUS_RESET, status);
+    let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask());
+    let _ = write(X2APIC_LVT_PMI, LVT_MASKED | u64::from(crate::faults::PMI_VECTOR));
+}
+
+/// What PMIs in NMI mode need: an x2APIC to program the LVTPC, and a PMU
+/// that counts (natively) or perfvisor's software accounting.
+fn nmi_checks_possible(p: &Pmu) -> Result<(), &'static str> {
+    if __cpuid_count(1, 0).ecx & (1 << 21) == 0 {
+        return Err("needs an x2APIC (the LVTPC is programmed through its MSR)");
+    }
+    if !counting_pmu(p) {
+        return Err(NEEDS_COUNTING);
+    }
+    if p.gp() < 2 {
+        return Err("needs two GP counters");
+    }
+    Ok(())
+}
+
+/// LVTPC in NMI mode (as Linux programs it): two overflows in a row raise
+/// two NMIs, each seeing its own GLOBAL_STATUS bit, and a third overflow
+/// after the handlers' IRETs raises a third. A hypervisor that injects NMIs
+/// without tracking NMI blocking (NMI exiting without virtual NMIs) loses
+/// every NMI after the first.
+pub fn nmi_pmi_twice(p: &Pmu) -> Check {
+    use crate::interrupts::{LVT_NMI, NMIS, NMI_RELOAD, NMI_STATUS, NMI_UNMASK};
+    if let Err(why) = nmi_checks_possible(p) {
+        return Check::Skip(why);
+    }
+    quiet_apic_for_pmis();
+    NMIS.store(0, core::sync::atomic::Ordering::SeqCst);
+    NMI_RELOAD.store(0, core::sync::atomic::Ordering::SeqCst);
+    NMI_UNMASK.store(1, core::sync::atomic::Ordering::SeqCst);
+    let _ = write(X2APIC_LVT_PMI, LVT_NMI);
+    let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask());
+    let mut result = Check::Pass;
+    for (n, counter) in [0u32, 1, 0].into_iter().enumerate() {
+        arm_near_wrap(p, counter, false);
+        spin(2000);
+        let _ = write(IA32_PERFEVTSEL0 + counter, 0);
+        let taken = NMIS.load(core::sync::atomic::Ordering::SeqCst);
+        let status = NMI_STATUS[n].load(core::sync::atomic::Ordering::SeqCst);
+        if taken != n as u64 + 1 {
+            result = Check::Fail(fmt!("after overflow {} (PMC{counter}): {taken} NMIs, want {}", n + 1, n + 1));
+            break;
+        }
+        if status & (1 << counter) == 0 {
+            result = Check::Fail(fmt!("NMI {} saw GLOBAL_STATUS {status:#x}, without PMC{counter}'s bit", n + 1));
+            break;
+        }
+    }
+    disarm_all(p);
+    result
+}
+
+/// An NMI watchdog's pattern: fixed counter 0 in NMI mode, reloaded by the
+/// handler 1,000 below overflow each time, must raise 1,000 NMIs.
+pub fn nmi_watchdog_style(p: &Pmu) -> Check {
+    use crate::interrupts::{LVT_NMI, NMIS, NMI_RELOAD, NMI_UNMASK};
+    use core::sync::atomic::Ordering::SeqCst;
+    if let Err(why) = nmi_checks_possible(p) {
+        return Check::Skip(why);
+    }
+    if !p.arch.fixed.contains(0) {
+        return Check::Skip("needs fixed counter 0");
+    }
+    quiet_apic_for_pmis();
+    NMIS.store(0, SeqCst);
+    NMI_UNMASK.store(1, SeqCst);
+    let reload = (1u64 << p.arch.fixed_width) - 5000;
+    NMI_RELOAD.store(u64::from(IA32_FIXED_CTR0) << 48 | reload, SeqCst);
+    let _ = write(X2APIC_LVT_PMI, LVT_NMI);
+    let _ = write(IA32_FIXED_CTR0, reload);
+    let _ = write(IA32_FIXED_CTR_CTRL, 0x9); // FC0: ring 0, PMI
+    let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask() | 1 << 32);
+    // 1,000 periods of 5,000 instructions is 5 M; allow twice that.
+    let mut rounds = 0;
+    while NMIS.load(SeqCst) < 1000 && rounds < 1000 {
+        spin(5_000);
+        rounds += 1;
+    }
+    let _ = write(IA32_FIXED_CTR_CTRL, 0);
+    NMI_RELOAD.store(0, SeqCst);
+    let taken = NMIS.load(SeqCst);
+    disarm_all(p);
+    ensure!(taken >= 1000, "{taken} NMIs in {rounds} rounds of 10,000 instructions, want 1000");
+    Check::Pass
+}
+
+/// A PMI owed while a higher-priority interrupt is in service waits, as the
+/// APIC makes a hardware PMI wait: none arrives before that interrupt's EOI,
+/// exactly one after it, and every in-service bit is clear at the end (the
+/// guest's EOIs retired the right vectors). Under perfvisor the overflow is
+/// made by the emulated WRMSR that enables the counter, so it is owed by
+/// software accounting; natively the hardware PMI takes the same path.
+pub fn owed_pmi_through_apic(p: &Pmu) -> Check {
+    use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    static IN_SERVICE_PMIS: AtomicU64 = AtomicU64::new(u64::MAX);
+    static AFTER_EOI_PMIS: AtomicU64 = AtomicU64::new(u64::MAX);
+    if __cpuid_count(1, 0).ecx & (1 << 21) == 0 {
+        return Check::Skip("needs an x2APIC (the LVTPC is programmed through its MSR)");
+    }
+    if !under_perfvisor() && !counting_pmu(p) {
+        return Check::Skip(NEEDS_COUNTING);
+    }
+    quiet_apic_for_pmis();
+    let _ = write(X2APIC_LVT_PMI, u64::from(crate::faults::PMI_VECTOR));
+    // -1 at 48 bits, written whole so registers that do not sign-extend agree.
+    let _ = write(IA32_PMC0, 0xffff_ffff_ffff);
+    fn body() {
+        let before = crate::faults::pmis_taken();
+        // SAFETY: enables PMC0 (an existing counter) and lets interrupts in
+        // for a few instructions; every source but the PMI is masked.
+        unsafe {
+            core::arch::asm!(
+                "wrmsr",
+                "sti", "nop", "nop", "nop", "nop", "cli",
+                in("ecx") IA32_PERFEVTSEL0,
+                in("eax") (0xc0 | evtsel::OS | evtsel::EN | evtsel::INT) as u32,
+                in("edx") 0,
+                options(nostack),
+            )
+        };
+        IN_SERVICE_PMIS.store(crate::faults::pmis_taken() - before, SeqCst);
+        crate::interrupts::eoi();
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("sti", "nop", "nop", "nop", "nop", "cli", options(nomem, nostack)) };
+        AFTER_EOI_PMIS.store(crate::faults::pmis_taken() - before, SeqCst);
+    }
+    crate::interrupts::run_in_service(body);
+    let _ = write(IA32_PERFEVTSEL0, 0);
+    let status = rdmsr(IA32_PERF_GLOBAL_STATUS).unwrap_or(0);
+    let isr = crate::interrupts::in_service();
+    disarm_all(p);
+    let (during, after) = (IN_SERVICE_PMIS.load(SeqCst), AFTER_EOI_PMIS.load(SeqCst));
+    ensure!(during != u64::MAX, "the higher-priority interrupt never ran");
+    ensure!(during == 0, "{during} PMIs arrived while vector {:#x} was in service", crate::interrupts::HIGH_VECTOR);
+    ensure!(after == 1, "{after} PMIs after the EOI, want exactly 1");
+    ensure!(status & 1 != 0, "GLOBAL_STATUS {status:#x}: PMC0's overflow bit is not set");
+    ensure!(isr == [0; 8], "in-service bits left set: {isr:x?}");
+    Check::Pass
+}
+
+/// A PMI whose delivery is cut short by a VM exit (perfvisor traps writes
+/// to the page of the PMI's stack, so pushing the interrupt frame exits
+/// with the PMI in the IDT-vectoring information) is delivered exactly
+/// once, and its EOI leaves no in-service bit: perfvisor re-injected it.
+pub fn pmi_during_event_delivery(p: &Pmu) -> Check {
+    if !under_perfvisor() {
+        return Check::Skip("checks perfvisor's re-injection of events in flight");
+    }
+    if __cpuid_count(1, 0).ecx & (1 << 21) == 0 {
+        return Check::Skip("needs an x2APIC (the LVTPC is programmed through its MSR)");
+    }
+    if !counting_pmu(p) {
+        return Check::Skip(NEEDS_COUNTING);
+    }
+    const EPT_VIOLATION: u64 = 48;
+    quiet_apic_for_pmis();
+    let _ = write(X2APIC_LVT_PMI, u64::from(crate::faults::PMI_VECTOR));
+    let stack_page = core::ptr::addr_of!(crate::ring3::PMI_STACK) as u64;
+    let violations_before = hypercall::vmcall(Hypercall::ExitCount as u64, [EPT_VIOLATION, 0, 0, 0, 0]);
+    let before = crate::faults::pmis_taken();
+    ensure!(
+        hypercall::vmcall(Hypercall::TrapWrite as u64, [stack_page, 0, 0, 0, 0]) == 0,
+        "perfvisor refused to trap writes to the PMI stack page {stack_page:#x}"
+    );
+    let _ = write(IA32_PERF_GLOBAL_CTRL, p.arch.gp_mask());
+    arm_near_wrap(p, 0, false);
+    // SAFETY: interrupts on for the loop; every source but the PMI is masked.
+    unsafe { core::arch::asm!("sti") };
+    spin(2000);
+    // SAFETY: as above.
+    unsafe { core::arch::asm!("cli") };
+    let taken = crate::faults::pmis_taken() - before;
+    let violations = hypercall::vmcall(Hypercall::ExitCount as u64, [EPT_VIOLATION, 0, 0, 0, 0]) - violations_before;
+    let isr = crate::interrupts::in_service();
+    disarm_all(p);
+    ensure!(violations >= 1, "no EPT violation: the PMI's delivery did not exit (trap not hit)");
+    ensure!(taken == 1, "{taken} PMIs delivered, want exactly 1");
+    ensure!(isr == [0; 8], "in-service bits left set after the PMI's EOI: {isr:x?}");
+    Check::Pass
+}
+
+/// PERF_METRICS (MSR 0x329) and fixed counter 3 keep the guest's values
+/// across a PMU context switch (PmuSwitch hypercall).
+pub fn perf_metrics_survive_switch(p: &Pmu) -> Check {
+    const IA32_PERF_METRICS: u32 = 0x329;
+    const PERF_METRICS_CAP: u64 = 1 << 15;
+    if !under_perfvisor() {
+        return Check::Skip("checks perfvisor's PMU context switch");
+    }
+    let caps = if p.pdcm { rdmsr(IA32_PERF_CAPABILITIES).unwrap_or(0) } else { 0 };
+    if caps & PERF_METRICS_CAP == 0 || !p.arch.fixed.contains(3) {
+        return Check::Skip("the PMU has no PERF_METRICS (PERF_CAPABILITIES bit 15) or no fixed counter 3");
+    }
+    let metrics = 0x1020_3040_5060_7080;
+    ensure!(write(IA32_FIXED_CTR0 + 3, 0x12345).is_ok(), "FC3 write faulted");
+    ensure!(write(IA32_PERF_METRICS, metrics).is_ok(), "PERF_METRICS write faulted");
+    let switched = hypercall::vmcall(Hypercall::PmuSwitch as u64, [0; 5]);
+    let fc3 = rdmsr(IA32_FIXED_CTR0 + 3);
+    let back = rdmsr(IA32_PERF_METRICS);
+    let _ = write(IA32_PERF_METRICS, 0);
+    let _ = write(IA32_FIXED_CTR0 + 3, 0);
+    ensure!(switched != HYPERCALL_ERROR, "the PMU switch failed");
+    ensure!(fc3 == Ok(0x12345), "FC3 = {fc3:x?} after the switch");
+    ensure!(back == Ok(metrics), "PERF_METRICS = {back:x?} after the switch, want {metrics:#x}");
+    Check::Pass
+}
+
 /// x2APIC mode with every interrupt source but the LVTPC masked: the
 /// legacy PICs (the BIOS routes the timer to vector 8) and the APIC's
 /// timer, LINT0 and LINT1.
@@ -626,7 +868,7 @@ fn counting_pmu(p: &Pmu) -> bool {
 pub fn run(mut report: impl FnMut(&str, Check)) {
     let p = Pmu::detect();
     type NamedCheck = (&'static str, fn(&Pmu) -> Check);
-    let checks: [NamedCheck; 15] = [
+    let checks: [NamedCheck; 20] = [
         ("pmu_cpuid_and_counters_exist", cpuid_and_counters_exist),
         ("pmu_global_ctrl_reset_value", global_ctrl_reset_value),
         ("pmu_reserved_bits_gp", reserved_bits_gp),
@@ -642,6 +884,11 @@ pub fn run(mut report: impl FnMut(&str, Check)) {
         ("pmu_overflow_raises_one_pmi", overflow_raises_one_pmi),
         ("pmu_overflow_near_wrap", overflow_near_wrap),
         ("pmu_freeze_on_pmi", freeze_on_pmi),
+        ("pmu_nmi_pmi_twice", nmi_pmi_twice),
+        ("pmu_nmi_watchdog_style", nmi_watchdog_style),
+        ("pmu_owed_pmi_through_apic", owed_pmi_through_apic),
+        ("pmu_pmi_during_event_delivery", pmi_during_event_delivery),
+        ("pmu_perf_metrics_survive_switch", perf_metrics_survive_switch),
     ];
     for (name, check) in checks {
         let needs_pmu = name != "pmu_cpuid_and_counters_exist";

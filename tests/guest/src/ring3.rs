@@ -17,6 +17,14 @@ pub const RETURN_VECTOR: u8 = 0x81;
 
 static mut TSS: TaskStateSegment = TaskStateSegment::new();
 static mut RSP0_STACK: [u8; 4096] = [0; 4096];
+
+/// The PMI's own stack (IST 1), alone in its page so a check can make
+/// perfvisor trap writes to it: the PMI's delivery then exits mid-way.
+#[repr(C, align(4096))]
+pub struct PmiStack(pub [u8; 4096]);
+pub static mut PMI_STACK: PmiStack = PmiStack([0; 4096]);
+/// The IST slot (0-based) of [`PMI_STACK`].
+pub const PMI_IST_INDEX: u16 = 0;
 /// The caller's RSP while ring 3 runs.
 static SAVED_RSP: AtomicU64 = AtomicU64::new(0);
 static USER_CODE_SELECTOR: AtomicU64 = AtomicU64::new(0);
@@ -36,6 +44,8 @@ pub(crate) fn add_segments(gdt: &mut GlobalDescriptorTable, kernel_data: Segment
         let tss = &mut *core::ptr::addr_of_mut!(TSS);
         let top = core::ptr::addr_of!(RSP0_STACK) as u64 + 4096;
         tss.privilege_stack_table[0] = VirtAddr::new(top & !0xf);
+        let pmi_top = core::ptr::addr_of!(PMI_STACK) as u64 + 4096;
+        tss.interrupt_stack_table[usize::from(PMI_IST_INDEX)] = VirtAddr::new(pmi_top);
         gdt.append(Descriptor::tss_segment(tss))
     };
     USER_CODE_SELECTOR.store(u64::from(user_code.0), Ordering::SeqCst);
