@@ -384,7 +384,7 @@ impl Guest {
             }
             Some(Hypercall::Exit) => return Ok(Some(GuestEnd::Exited(r.rdi))),
             Some(Hypercall::ExitCount) => self.exits.get(r.rdi as usize).copied().unwrap_or(HYPERCALL_ERROR),
-            Some(Hypercall::PmuSwitch) => self.pmu_switch()?,
+            Some(Hypercall::PmuSwitch) => self.pmu_switch(r.rdi == 1)?,
             Some(Hypercall::TrapWrite) => self.trap_write(r.rdi),
             None => {
                 warn!("vmx: unknown hypercall {:#x} from the guest", r.rax);
@@ -428,7 +428,7 @@ impl Guest {
 
     /// The PmuSwitch hypercall: the guest's context out, the other context
     /// (with its canary) in and out, the guest's back in.
-    fn pmu_switch(&mut self) -> Result<u64, VmcsError> {
+    fn pmu_switch(&mut self, damage_canary: bool) -> Result<u64, VmcsError> {
         if self.vpmu.engine.mode() == Mode::Off {
             return Ok(HYPERCALL_ERROR);
         }
@@ -443,8 +443,16 @@ impl Guest {
         let guest_out = !guest.is_loaded() || guest.put(hw).is_ok();
         let mut canary = false;
         if other.load(hw).is_ok() {
+            if damage_canary {
+                // Test aid: as if the other context's counter had been lost;
+                // put back after the check so later switches find it whole.
+                let _ = hw.wrmsr(pmu::msr::IA32_PMC0, !CANARY_COUNTER & 0xffff);
+            }
             canary = hw.rdmsr(pmu::msr::IA32_PMC0) == Ok(CANARY_COUNTER)
                 && hw.rdmsr(pmu::msr::IA32_PERFEVTSEL0) == Ok(CANARY_SELECTOR);
+            if damage_canary {
+                let _ = hw.wrmsr(pmu::msr::IA32_PMC0, CANARY_COUNTER);
+            }
             canary &= other.put(hw).is_ok();
         }
         let guest_in = guest.load(hw).is_ok();

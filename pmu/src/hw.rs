@@ -25,3 +25,5 @@ pub trait PmuHardware {
 
 /// RDPMC's ECX bit selecting fixed counters (SDM vol. 2B, RDPMC).
 pub const RDPMC_FIXED: u32 = 1 << 30;
+/// RDPMC's ECX bit 29: read IA32_PERF_METRICS.
+pub const RDPMC_METRICS: u32 = 1 << 29;

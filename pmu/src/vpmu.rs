@@ -35,7 +35,7 @@
 //! cost nothing at a switch.
 
 use crate::events::{ArchEvent, Ring};
-use crate::hw::{GpFault, PmuHardware, RDPMC_FIXED};
+use crate::hw::{GpFault, PmuHardware, RDPMC_FIXED, RDPMC_METRICS};
 use crate::layout::{debugctl, evtsel, fixed_ctrl, status, PmuLayout, MAX_FIXED, MAX_GP};
 use crate::msr::{self, PmuReg};
 
@@ -742,6 +742,14 @@ impl VirtualPmu {
 
     /// The guest's RDPMC when it exits ([`VirtualPmu::rdpmc_exiting`]).
     pub fn rdpmc(&mut self, hw: &mut impl PmuHardware, ecx: u32) -> Result<u64, GpFault> {
+        // ECX[29] reads IA32_PERF_METRICS (SDM vol. 2B RDPMC; Linux's
+        // top-down code uses it): the guest's value, which it owns while loaded.
+        if ecx & RDPMC_METRICS != 0 {
+            if ecx != RDPMC_METRICS || !self.guest_has(PmuReg::PerfMetrics) {
+                return Err(GpFault);
+            }
+            return hw.rdmsr(msr::IA32_PERF_METRICS);
+        }
         let fast = ecx & (1 << 31) != 0;
         let index = ecx & !(RDPMC_FIXED | 1 << 31);
         let reg = if ecx & RDPMC_FIXED != 0 {

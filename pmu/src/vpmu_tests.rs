@@ -271,6 +271,21 @@ fn perf_metrics_is_saved_before_fixed_counter_3_and_restored_right_after_it() {
 }
 
 #[test]
+fn rdpmc_reads_perf_metrics_with_ecx_bit_29_only_where_the_guest_has_them() {
+    let l = v5_perf_metrics();
+    let mut hw = Recorder::new(l);
+    let mut v = VirtualPmu::new(l, l, Mode::Mediated);
+    v.load(&mut hw).unwrap();
+    hw.pmu.wrmsr(IA32_PERF_METRICS, 0x0a0b_0c0d).unwrap();
+    assert_eq!(v.rdpmc(&mut hw, crate::hw::RDPMC_METRICS), Ok(0x0a0b_0c0d));
+    assert_eq!(v.rdpmc(&mut hw, crate::hw::RDPMC_METRICS | 1), Err(GpFault), "an index with bit 29");
+    let mut hw = Recorder::new(v5());
+    let mut v = VirtualPmu::new(v5(), v5(), Mode::Mediated);
+    v.load(&mut hw).unwrap();
+    assert_eq!(v.rdpmc(&mut hw, crate::hw::RDPMC_METRICS), Err(GpFault), "no PERF_METRICS: #GP");
+}
+
+#[test]
 fn a_fault_during_load_parks_the_hardware_and_leaves_the_context_unloaded() {
     let mut hw = Recorder::new(v4());
     let mut v = VirtualPmu::new(v4(), v4(), Mode::Mediated);

@@ -65,6 +65,8 @@ pub enum Hypercall {
     /// Test aid: switches the PMU to another context (the host's, holding
     /// a canary) and back, as when another vCPU takes the core. Returns 0,
     /// or HYPERCALL_ERROR if the other context's values did not survive.
+    /// RDI = 1 damages the canary while the other context is loaded, so the
+    /// switch must report the loss and leave both contexts usable.
     PmuSwitch = 5,
     /// Test aid: makes the guest-physical page at RDI read-only in the EPT
     /// until the guest's next write to it, which perfvisor lets through

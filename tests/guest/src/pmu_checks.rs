@@ -806,6 +806,27 @@ pub fn pmi_during_event_delivery(p: &Pmu) -> Check {
     Check::Pass
 }
 
+/// A PMU switch that finds the other context damaged reports it and
+/// leaves both contexts usable: the next switch succeeds and the guest's
+/// values survive both (perfvisor once left the other context loaded there,
+/// and its next switch panicked).
+pub fn switch_failure_is_survivable(p: &Pmu) -> Check {
+    if !under_perfvisor() {
+        return Check::Skip("checks perfvisor's PMU context switch");
+    }
+    let _ = write(IA32_PMC0, 0x4321);
+    let damaged = hypercall::vmcall(Hypercall::PmuSwitch as u64, [1, 0, 0, 0, 0]);
+    let after_damage = rdmsr(IA32_PMC0);
+    let again = hypercall::vmcall(Hypercall::PmuSwitch as u64, [0; 5]);
+    let after = rdmsr(IA32_PMC0);
+    let _ = write(IA32_PMC0, 0);
+    ensure!(p.gp() >= 1, "no GP counter");
+    ensure!(damaged == HYPERCALL_ERROR, "a damaged canary was not reported ({damaged:#x})");
+    ensure!(again == 0, "the switch after the damaged one failed ({again:#x})");
+    ensure!(after_damage == Ok(0x4321) && after == Ok(0x4321), "PMC0 {after_damage:x?} then {after:x?}, want 0x4321");
+    Check::Pass
+}
+
 /// PERF_METRICS (MSR 0x329) and fixed counter 3 keep the guest's values
 /// across a PMU context switch (PmuSwitch hypercall).
 pub fn perf_metrics_survive_switch(p: &Pmu) -> Check {
@@ -868,7 +889,7 @@ fn counting_pmu(p: &Pmu) -> bool {
 pub fn run(mut report: impl FnMut(&str, Check)) {
     let p = Pmu::detect();
     type NamedCheck = (&'static str, fn(&Pmu) -> Check);
-    let checks: [NamedCheck; 20] = [
+    let checks: [NamedCheck; 21] = [
         ("pmu_cpuid_and_counters_exist", cpuid_and_counters_exist),
         ("pmu_global_ctrl_reset_value", global_ctrl_reset_value),
         ("pmu_reserved_bits_gp", reserved_bits_gp),
@@ -889,6 +910,7 @@ pub fn run(mut report: impl FnMut(&str, Check)) {
         ("pmu_owed_pmi_through_apic", owed_pmi_through_apic),
         ("pmu_pmi_during_event_delivery", pmi_during_event_delivery),
         ("pmu_perf_metrics_survive_switch", perf_metrics_survive_switch),
+        ("pmu_switch_failure_is_survivable", switch_failure_is_survivable),
     ];
     for (name, check) in checks {
         let needs_pmu = name != "pmu_cpuid_and_counters_exist";
