@@ -176,6 +176,12 @@ pub fn values_survive_exits_and_switches(p: &Pmu) -> Check {
     // entry must load the value the guest last wrote, not a stale one.
     let global = p.arch.gp_mask() & 0b101;
     ensure!(write(IA32_PERF_GLOBAL_CTRL, global).is_ok(), "GLOBAL_CTRL write faulted");
+    // GLOBAL_STATUS too, where STATUS_SET can set it (v4+): a switch must
+    // restore it (through STATUS_SET on a mediated host).
+    let status_bits = if p.arch.version >= 4 { 1 << 1 | 1 << 32 } else { 0 };
+    if status_bits != 0 {
+        ensure!(write(IA32_PERF_GLOBAL_STATUS_SET, status_bits).is_ok(), "STATUS_SET write faulted");
+    }
     for _ in 0..10_000 {
         core::hint::black_box(__cpuid_count(0, 0));
     }
@@ -183,6 +189,12 @@ pub fn values_survive_exits_and_switches(p: &Pmu) -> Check {
         let switched = hypercall::vmcall(Hypercall::PmuSwitch as u64, [0; 5]);
         ensure!(switched != HYPERCALL_ERROR, "the PMU switch lost the other context's values");
     }
+    let status_after = rdmsr(IA32_PERF_GLOBAL_STATUS);
+    let _ = write(IA32_PERF_GLOBAL_STATUS_RESET, status_bits);
+    ensure!(
+        status_after.map(|s| s & status_bits) == Ok(status_bits),
+        "GLOBAL_STATUS = {status_after:x?} after the exits and a switch, want bits {status_bits:#x}"
+    );
     for i in 0..p.gp() {
         ensure!(rdmsr(IA32_PMC0 + i) == Ok(counter(i)), "PMC{i} = {:x?} after the exits", rdmsr(IA32_PMC0 + i));
         ensure!(rdmsr(IA32_PERFEVTSEL0 + i) == Ok(selector(i)), "PERFEVTSEL{i} = {:x?}", rdmsr(IA32_PERFEVTSEL0 + i));
