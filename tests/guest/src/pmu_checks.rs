@@ -245,9 +245,11 @@ pub fn counts_instructions(p: &Pmu) -> Check {
         return Check::Skip(NEEDS_COUNTING);
     }
     let global = p.arch.gp_mask() | 1 << 32;
+    // GLOBAL_CTRL first: FIXED_CTR_CTRL, written last, starts the count
+    // in both measurements alike (counting needs both enables, SDM §20.2.2).
     let arm_fixed = || {
-        let _ = write(IA32_FIXED_CTR_CTRL, 0x1); // FC0, ring 0
         let _ = write(IA32_PERF_GLOBAL_CTRL, global);
+        let _ = write(IA32_FIXED_CTR_CTRL, 0x1); // FC0, ring 0
     };
     let disarm_fixed = || {
         let _ = write(IA32_FIXED_CTR_CTRL, 0);
