@@ -184,10 +184,14 @@ fn bochs_bench(args: &[String]) -> Fallible<bool> {
                 watch: Vec::new(),
             })?;
             if outcome.verdict != perfvisor_runner::boot::Verdict::Pass {
-                return Err(format!("{label}: run {i} ended {:?}; files in {}", outcome.verdict, outcome.run_dir.display()));
+                return Err(format!(
+                    "{label}: run {i} ended {:?}; files in {}",
+                    outcome.verdict,
+                    outcome.run_dir.display()
+                ));
             }
             let cpu = children_cpu_seconds().zip(before).map(|(a, b)| a - b);
-            times[k].push(cpu.unwrap_or_else(|| outcome.elapsed.as_secs_f64()));
+            times[k].push(cpu.unwrap_or(outcome.elapsed.as_secs_f64()));
         }
     }
     let mut medians = [0.0; 2];

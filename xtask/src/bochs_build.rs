@@ -77,7 +77,8 @@ pub fn resolve(explicit: Option<String>) -> Fallible<PathBuf> {
     let binary = match chosen {
         Some(path) => {
             let path = PathBuf::from(path);
-            let found = if path.components().count() == 1 { which(&path.to_string_lossy()) } else { Some(path.clone()) };
+            let found =
+                if path.components().count() == 1 { which(&path.to_string_lossy()) } else { Some(path.clone()) };
             match found.filter(|p| p.is_file()) {
                 Some(p) => {
                     eprintln!("xtask: using the Bochs binary {} (not the counting build)", p.display());
@@ -93,7 +94,7 @@ pub fn resolve(explicit: Option<String>) -> Fallible<PathBuf> {
 }
 
 /// The cache directory for builds.
-fn cache_root() -> PathBuf {
+pub fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("PERFVISOR_CACHE") {
         return PathBuf::from(dir);
     }
@@ -123,7 +124,10 @@ pub fn build_key() -> Fallible<String> {
     let bytes = std::fs::read(&tarball).map_err(|e| format!("reading {}: {e}", tarball.display()))?;
     let digest = hex(&Sha256::digest(&bytes));
     if digest != TARBALL_SHA256 {
-        return Err(format!("{} has SHA-256 {digest}, expected {TARBALL_SHA256}: the vendored source is damaged", tarball.display()));
+        return Err(format!(
+            "{} has SHA-256 {digest}, expected {TARBALL_SHA256}: the vendored source is damaged",
+            tarball.display()
+        ));
     }
     h.update(digest.as_bytes());
     for patch in patch_files()? {
@@ -157,7 +161,11 @@ pub fn ensure_built() -> Fallible<PathBuf> {
         install_dir.display()
     );
     ensure_build_deps()?;
-    let work = cache_root().join(format!("build-{}-{}", install_dir.file_name().unwrap().to_string_lossy(), std::process::id()));
+    let work = cache_root().join(format!(
+        "build-{}-{}",
+        install_dir.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
     let result = build_in(&work);
@@ -292,7 +300,10 @@ fn ensure_build_deps() -> Fallible<()> {
     }
     let command = format!("apt-get update && apt-get install -y {}", missing.join(" "));
     if !is_root() {
-        return Err(format!("building Bochs needs {}; install them with:\n    sudo sh -c '{command}'", missing.join(", ")));
+        return Err(format!(
+            "building Bochs needs {}; install them with:\n    sudo sh -c '{command}'",
+            missing.join(", ")
+        ));
     }
     eprintln!("xtask: installing Bochs' build dependencies: {command}");
     run_checked(Command::new("apt-get").arg("update").arg("-q"), "apt-get update")?;
