@@ -7,9 +7,15 @@
 //! #perfvisor-bundle v1
 //! config <bytes>
 //! guest <bytes>
+//! nonce 32
 //! <empty line>
-//! <config bytes><guest bytes>
+//! <config bytes><guest bytes><nonce bytes>
 //! ```
+//!
+//! The nonce is the test runner's secret for one run (it patches the
+//! placeholder in its copy of the disk image): perfvisor copies it into
+//! its own memory, zeroes it in the ramdisk, and prints it in the verdict
+//! line, so a verdict the guest writes can never carry it.
 //!
 //! The boot config:
 //!
@@ -18,9 +24,12 @@
 //! log=debug          # error | warn | info | debug | trace
 //! selftest=panic     # none | panic | exception: end in a deliberate failure
 //! guest=suite        # suite | ept-violation | triple-fault | exit-status | bench | pmu-fuzz
+//!                    # | hostile | attack:<name> (perfvisor_abi::Attack::ALL)
 //! vpmu=auto          # auto | mediated | fallback | off
 //! vpmu_switch=auto   # auto | lists: switch GLOBAL_CTRL with MSR-load lists even where
 //!                    # the VMCS load controls exist (so that path runs somewhere)
+//! watchdog=10000     # milliseconds of guest time without progress before the
+//!                    # guest is stopped (0: off)
 //! ```
 //!
 //! A malformed config is reported line by line and ends the run with a fail
@@ -33,17 +42,30 @@ use pmu::mode::ModeRequest;
 
 const BUNDLE_MAGIC: &str = "#perfvisor-bundle v1\n";
 
+/// The run's nonce: 32 lowercase hex digits.
+pub type Nonce = [u8; 32];
+
+/// The nonce part's meaning: the runner patches the image builder's
+/// placeholder (`perfvisor_runner::boot::NONCE_SLOT`, which this kernel
+/// must not contain, or the runner would find two) with 32 lowercase hex
+/// digits; anything else means no nonce (an image booted by hand).
+pub fn parse_nonce(part: &[u8]) -> Option<Nonce> {
+    let nonce: Nonce = part.try_into().ok()?;
+    nonce.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')).then_some(nonce)
+}
+
 /// The ramdisk's parts.
 #[derive(Default)]
 pub struct Ramdisk<'a> {
     pub config: Option<&'a [u8]>,
     pub guest: Option<&'a [u8]>,
+    pub nonce: Option<&'a [u8]>,
 }
 
 /// Splits the ramdisk into config and guest image; `Err` says what is malformed.
 pub fn split_ramdisk(bytes: &[u8]) -> Result<Ramdisk<'_>, &'static str> {
     let Some(rest) = bytes.strip_prefix(BUNDLE_MAGIC.as_bytes()) else {
-        return Ok(Ramdisk { config: Some(bytes), guest: None });
+        return Ok(Ramdisk { config: Some(bytes), guest: None, nonce: None });
     };
     let header_end = rest.windows(2).position(|w| w == b"\n\n").ok_or("bundle header has no terminating empty line")?;
     let header = core::str::from_utf8(&rest[..header_end]).map_err(|_| "bundle header is not text")?;
@@ -60,7 +82,8 @@ pub fn split_ramdisk(bytes: &[u8]) -> Result<Ramdisk<'_>, &'static str> {
         match name {
             "config" => parts.config = Some(part),
             "guest" => parts.guest = Some(part),
-            _ => return Err("unknown bundle part (known: config, guest)"),
+            "nonce" => parts.nonce = Some(part),
+            _ => return Err("unknown bundle part (known: config, guest, nonce)"),
         }
     }
     Ok(parts)
@@ -83,6 +106,10 @@ pub struct BootConfig {
     pub scenario: Scenario,
     pub vpmu: ModeRequest,
     pub vpmu_msr_lists: bool,
+    /// Guest milliseconds without progress before the watchdog stops it (0: off).
+    pub watchdog_ms: u32,
+    /// The attack of `guest=attack:<name>` (`perfvisor_abi::Attack`), else 0.
+    pub attack: u32,
 }
 
 /// What is wrong with a config line.
@@ -99,6 +126,8 @@ impl BootConfig {
         scenario: Scenario::Suite,
         vpmu: ModeRequest::Auto,
         vpmu_msr_lists: false,
+        watchdog_ms: 10_000,
+        attack: 0,
     };
 
     /// Parses the config text; the first bad line is an error.
@@ -122,8 +151,11 @@ impl BootConfig {
                 ("selftest", "exception") => config.selftest = SelfTest::Exception,
                 ("selftest", _) => return Err(error("selftest must be none, panic or exception")),
                 ("guest", s) => {
+                    config.attack =
+                        s.strip_prefix("attack:").and_then(perfvisor_abi::Attack::parse).map_or(0, |a| a as u32);
                     config.scenario = Scenario::parse(s).ok_or(error(
-                        "guest must be suite, ept-violation, triple-fault, exit-status, bench or pmu-fuzz",
+                        "guest must be suite, ept-violation, triple-fault, exit-status, bench, pmu-fuzz, hostile \
+                         or attack:<name> (perfvisor_abi::Attack)",
                     ))?
                 }
                 ("vpmu", s) => {
@@ -132,7 +164,11 @@ impl BootConfig {
                 ("vpmu_switch", "auto") => config.vpmu_msr_lists = false,
                 ("vpmu_switch", "lists") => config.vpmu_msr_lists = true,
                 ("vpmu_switch", _) => return Err(error("vpmu_switch must be auto or lists")),
-                _ => return Err(error("unknown key (known: log, selftest, guest, vpmu, vpmu_switch)")),
+                ("watchdog", ms) => {
+                    config.watchdog_ms =
+                        ms.parse().map_err(|_| error("watchdog must be a number of milliseconds (0: off)"))?
+                }
+                _ => return Err(error("unknown key (known: log, selftest, guest, vpmu, vpmu_switch, watchdog)")),
             }
         }
         Ok(config)

@@ -17,6 +17,15 @@
 //! next exit, however late: the handler arms the VMX-preemption timer at 0,
 //! so that entry exits at once and the loop injects it (SDM vol. 3C §26.7.4).
 //!
+//! # The hang watchdog
+//! The same timer bounds how long the guest may run without making
+//! progress ([`crate::exits`]: a hypercall resets the budget, a HLT with
+//! interrupts off spends some of it): with the "save VMX-preemption timer
+//! value" exit control the countdown carries over exits, so the budget is
+//! guest time since the last reset. When the watchdog is armed the pin
+//! control stays on; the NMI path above then saves the remaining budget
+//! before it sets the timer to 0, and the forced exit puts it back.
+//!
 //! # Events in flight (SDM vol. 3C §28.2.4, §27.2.1)
 //! A VM exit during event delivery (an EPT violation on the handler's stack,
 //! an NMI exit while an interrupt was being delivered, ...) leaves the event
@@ -27,7 +36,7 @@
 //! delivery, so their path reads nothing.
 
 use crate::vmx_hw::ActiveVmcs;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use vmx::controls::{PinControls, PrimaryControls};
 use vmx::exit::{injection_info, EventKind};
 use vmx::vmcs::{Vmcs32, VmcsAccess, VmcsError};
@@ -44,6 +53,11 @@ const ERROR_CODE_VALID: u32 = 1 << 11;
 static NMI_PENDING: AtomicBool = AtomicBool::new(false);
 /// The CPU has the VMX-preemption timer (set once at setup).
 static PREEMPTION_TIMER: AtomicBool = AtomicBool::new(false);
+/// The hang watchdog owns the timer (pin control always on).
+static WATCHDOG: AtomicBool = AtomicBool::new(false);
+/// The NMI path set the timer to 0; the budget it replaced.
+static FORCED: AtomicBool = AtomicBool::new(false);
+static SAVED_BUDGET: AtomicU32 = AtomicU32::new(0);
 
 /// Says whether the preemption timer may be used to force an exit.
 pub fn init(preemption_timer_available: bool) {
@@ -57,9 +71,31 @@ pub fn note_host_nmi() {
         // Perhaps the run loop has already looked: make the entry exit at once.
         let _ = set_pin(PinControls::PREEMPTION_TIMER, true).and_then(|()| {
             let mut v = ActiveVmcs;
+            if WATCHDOG.load(Ordering::Relaxed) && !FORCED.swap(true, Ordering::SeqCst) {
+                SAVED_BUDGET.store(v.read32(Vmcs32::PreemptionTimerValue)?, Ordering::SeqCst);
+            }
             v.write32(Vmcs32::PreemptionTimerValue, 0)
         });
     }
+}
+
+/// Arms the hang watchdog with `budget` timer ticks: the pin control
+/// stays on from now on, with "save VMX-preemption timer value" where the
+/// CPU has it (`save`; that control needs the pin control on, SDM vol. 3C
+/// §27.2.1.2). `false`: the CPU has no preemption timer.
+pub fn arm_watchdog(budget: u32, save: bool) -> Result<bool, VmcsError> {
+    if !PREEMPTION_TIMER.load(Ordering::SeqCst) {
+        return Ok(false);
+    }
+    WATCHDOG.store(true, Ordering::SeqCst);
+    let mut v = ActiveVmcs;
+    v.write32(Vmcs32::PreemptionTimerValue, budget)?;
+    set_pin(PinControls::PREEMPTION_TIMER, true)?;
+    if save {
+        let exit = v.read32(Vmcs32::ExitControls)?;
+        v.write32(Vmcs32::ExitControls, exit | vmx::controls::ExitControls::SAVE_PREEMPTION_TIMER.bits())?;
+    }
+    Ok(true)
 }
 
 /// An NMI made the guest exit (NMI exiting): it is the guest's.
@@ -73,10 +109,30 @@ pub fn nmi_pending() -> bool {
     NMI_PENDING.load(Ordering::Relaxed)
 }
 
-/// The preemption timer forced this exit: disarm it.
+/// Gives the watchdog its full budget again (the guest made progress).
+/// Runs before the run loop's NMI check, so an NMI the reset overwrites
+/// the forcing 0 of is still seen there.
 #[cold]
-pub fn on_preemption_timer() -> Result<(), VmcsError> {
-    set_pin(PinControls::PREEMPTION_TIMER, false)
+#[inline(never)]
+pub fn reset_watchdog(budget: u32) -> Result<(), VmcsError> {
+    FORCED.store(false, Ordering::SeqCst);
+    ActiveVmcs.write32(Vmcs32::PreemptionTimerValue, budget)
+}
+
+/// The preemption timer made this exit. `Ok(true)`: the watchdog's
+/// budget ran out. An exit the NMI path forced gets the budget back;
+/// without the watchdog the timer is disarmed.
+#[cold]
+pub fn on_preemption_timer() -> Result<bool, VmcsError> {
+    if FORCED.swap(false, Ordering::SeqCst) {
+        if WATCHDOG.load(Ordering::SeqCst) {
+            ActiveVmcs.write32(Vmcs32::PreemptionTimerValue, SAVED_BUDGET.load(Ordering::SeqCst).max(1))?;
+            return Ok(false);
+        }
+    } else if WATCHDOG.load(Ordering::SeqCst) {
+        return Ok(true);
+    }
+    set_pin(PinControls::PREEMPTION_TIMER, false).map(|()| false)
 }
 
 fn set_pin(bit: PinControls, on: bool) -> Result<(), VmcsError> {

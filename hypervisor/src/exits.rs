@@ -43,6 +43,12 @@ pub fn passthrough_msrs() -> impl Iterator<Item = u32> {
     PASSTHROUGH_MSRS.iter().copied().chain([crate::pmi::IA32_APIC_BASE]).chain(crate::pmi::X2APIC_MSRS)
 }
 
+/// MSRs among those whose writes still exit: IA32_APIC_BASE (the base
+/// must not move) and the x2APIC ICR (no INIT/SIPI/SMI, no NMI to other
+/// CPUs): see `guard.rs`.
+pub const WRITE_INTERCEPTED_MSRS: [u32; 2] = [crate::pmi::IA32_APIC_BASE, X2APIC_ICR];
+const X2APIC_ICR: u32 = 0x830;
+
 const PASSTHROUGH_MSRS: &[u32] = &[
     0x174,
     0x175,
@@ -65,10 +71,13 @@ pub enum GuestEnd {
     Stopped(&'static str),
 }
 
-/// Exits counted by basic reason (0..=75 covers every defined reason).
-pub const COUNTED_REASONS: usize = 76;
+/// Exits counted by basic reason (0..=77 covers every defined reason);
+/// indexed by the reason's low 7 bits, so the hot path needs no bounds check.
+pub const COUNTED_REASONS: usize = 128;
 
 pub struct Guest {
+    /// What a hostile guest is refused, and the hang watchdog (`guard.rs`).
+    pub guard: crate::guard::Guard,
     pub vcpu: Vcpu,
     pub vpmu: Vpmu,
     /// Another PMU context (the host's, holding a canary) for the PmuSwitch test hypercall.
@@ -101,17 +110,24 @@ impl Guest {
         Some(unsafe { core::slice::from_raw_parts(phys_map().ptr::<u8>(gpa), len as usize) })
     }
 
+    /// Steps over the instruction that exited. Only an instruction that
+    /// ends past a 4-GiB boundary needs the code size (EIP wrap, canonical
+    /// addresses): `advance_rip_slow`.
+    #[inline(always)]
     fn advance_rip(&self) -> Result<(), VmcsError> {
         let mut v = ActiveVmcs;
         let len = v.read32(Vmcs32::ExitInstructionLength)?;
         let rip = v.read_natural(VmcsNatural::GuestRip)?;
-        v.write_natural(VmcsNatural::GuestRip, rip + u64::from(len))
+        if vmx::guard::needs_code_size(rip, len) {
+            return self.advance_rip_slow(rip, len);
+        }
+        v.write_natural(VmcsNatural::GuestRip, rip.wrapping_add(u64::from(len)))
     }
 
     /// An emulated instruction completed: step over it, and count it as
     /// retired for the guest's counters (hardware did not see it).
     #[inline(always)]
-    fn retire_emulated(&mut self) -> Result<(), VmcsError> {
+    pub(crate) fn retire_emulated(&mut self) -> Result<(), VmcsError> {
         self.advance_rip()?;
         // Costs one bit test unless a guest counter counts instructions.
         if self.vpmu.engine.may_count(ArchEvent::InstructionsRetired) {
@@ -135,11 +151,13 @@ impl Guest {
     /// the common exits' code stays as it was.
     #[cold]
     #[inline(never)]
-    fn retire_hlt(&mut self) -> Result<(), VmcsError> {
-        self.retire_emulated()
+    fn retire_hlt(&mut self) -> Result<Option<GuestEnd>, VmcsError> {
+        self.retire_emulated()?;
+        self.charge_hlt()
     }
 
     /// An emulated RDMSR/RDPMC completed with `value` in EDX:EAX.
+    #[inline(always)]
     fn complete_read(&mut self, value: u64) -> Result<(), VmcsError> {
         self.vcpu.regs.rax = value & 0xffff_ffff;
         self.vcpu.regs.rdx = value >> 32;
@@ -179,8 +197,8 @@ impl Guest {
     }
 
     /// NMI exiting: the NMI is the guest's (the host uses none), so it is
-    /// queued for injection ([`crate::events`]). Any other exception exit is
-    /// unexpected (the exception bitmap is 0) and stops the guest with a report.
+    /// queued for injection ([`crate::events`]). The exception bitmap has
+    /// #MC only, which ends the guest (`guard.rs`).
     #[cold]
     #[inline(never)]
     fn exception_or_nmi(&mut self) -> Result<Option<GuestEnd>, VmcsError> {
@@ -194,18 +212,13 @@ impl Guest {
             crate::events::queue_nmi();
             return Ok(None);
         }
-        let rip = v.read_natural(VmcsNatural::GuestRip)?;
-        error!("vmx: unexpected exception exit (interruption info {info:#x}), RIP {rip:#x}");
-        dump_vmcs();
-        Ok(Some(GuestEnd::Stopped("unhandled VM exit")))
+        self.guest_exception(info)
     }
 
     fn handle_exit(&mut self) -> Result<Option<GuestEnd>, VmcsError> {
         let v = ActiveVmcs;
         let raw = RawExitReason(v.read32(Vmcs32::ExitReason)?);
-        if let Some(n) = self.exits.get_mut(usize::from(raw.basic())) {
-            *n += 1;
-        }
+        self.exits[usize::from(raw.basic()) % COUNTED_REASONS] += 1;
         if raw.entry_failed() {
             let qualification = v.read_natural(VmcsNatural::ExitQualification)?;
             EntryFailure::decode(raw.basic(), qualification)
@@ -236,8 +249,14 @@ impl Guest {
                 }
             }
             ExitReason::Vmcall => {
+                // Hypercalls are the guest kernel's: none is meant for user space.
+                if (v.read32(Vmcs32::GuestSsAccessRights)? >> 5) & 3 != 0 {
+                    return self.refuse_user_hypercall();
+                }
                 let end = self.hypercall()?;
                 self.retire_emulated()?;
+                // A hypercall is progress: the hang watchdog's current window is not the last.
+                self.guard.progress = true;
                 return Ok(end);
             }
             ExitReason::Rdpmc => {
@@ -250,12 +269,14 @@ impl Guest {
             }
             // perfvisor injects no timer or device interrupts, so HLT is a
             // yield; it retired for the guest's counters.
-            ExitReason::Hlt => self.retire_hlt()?,
+            ExitReason::Hlt => return self.retire_hlt(),
             // The pending NMI is injected by the run loop before the entry.
             ExitReason::NmiWindow => {}
             ExitReason::PreemptionTimer => {
                 crate::events::requeue_vectored_event()?;
-                crate::events::on_preemption_timer()?;
+                if crate::events::on_preemption_timer()? {
+                    return self.watchdog_timer();
+                }
             }
             // NMI exiting: the NMI is the guest's (the host uses none); queue it.
             ExitReason::ExceptionOrNmi => return self.exception_or_nmi(),
@@ -283,19 +304,25 @@ impl Guest {
                 dump_vmcs();
                 return Ok(Some(GuestEnd::Stopped("triple fault")));
             }
-            other => {
-                crate::events::requeue_vectored_event()?;
-                let q = v.read_natural(VmcsNatural::ExitQualification)?;
-                let rip = v.read_natural(VmcsNatural::GuestRip)?;
-                error!(
-                    "vmx: unhandled VM exit: {other} (basic reason {}), qualification {q:#x}, RIP {rip:#x}",
-                    raw.basic()
-                );
-                dump_vmcs();
-                return Ok(Some(GuestEnd::Stopped("unhandled VM exit")));
-            }
+            _ => return self.other_exit(raw.basic()),
         }
         Ok(None)
+    }
+
+    /// An exit perfvisor has no handler for: reported, the guest stopped.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn unhandled_exit(&mut self, basic: u16) -> Result<GuestEnd, VmcsError> {
+        let v = ActiveVmcs;
+        crate::events::requeue_vectored_event()?;
+        let q = v.read_natural(VmcsNatural::ExitQualification)?;
+        let rip = v.read_natural(VmcsNatural::GuestRip)?;
+        error!(
+            "vmx: unhandled VM exit: {} (basic reason {basic}), qualification {q:#x}, RIP {rip:#x}",
+            ExitReason::from_basic(basic)
+        );
+        dump_vmcs();
+        Ok(GuestEnd::Stopped("unhandled VM exit"))
     }
 
     /// RDMSR of an intercepted MSR: emulated, or #GP as hardware gives for
@@ -329,6 +356,8 @@ impl Guest {
             IA32_DEBUGCTL => Err(InjectGp),
             // Locked: every write #GPs (SDM vol. 4, IA32_FEATURE_CONTROL bit 0).
             IA32_FEATURE_CONTROL => Err(InjectGp),
+            crate::pmi::IA32_APIC_BASE => self.write_apic_base(value).then_some(()).ok_or(InjectGp),
+            X2APIC_ICR => self.write_icr(value).then_some(()).ok_or(InjectGp),
             // Each PAT entry must be a defined type (0, 1, 4, 5, 6, 7); bits
             // 7:3 of each byte are reserved (SDM vol. 3A §13.12.2).
             IA32_PAT if value.to_le_bytes().iter().all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7)) => {
@@ -354,9 +383,10 @@ impl Guest {
         let r = self.vcpu.regs;
         let result = match Hypercall::from_raw(r.rax) {
             Some(Hypercall::AbiVersion) => u64::from(perfvisor_abi::ABI_VERSION),
-            Some(Hypercall::Write) => match self.guest_bytes(r.rdi, r.rsi) {
-                Some(bytes) => {
-                    write_fmt(format_args!("guest: {}", Printable(bytes)));
+            // Every line prefixed `guest: `, control characters replaced.
+            Some(Hypercall::Write) => match self.guest_bytes(r.rdi, r.rsi).map(crate::guard::guest_text) {
+                Some(written) => {
+                    self.guard.console_bytes += written;
                     0
                 }
                 None => HYPERCALL_ERROR,
@@ -387,7 +417,9 @@ impl Guest {
             Some(Hypercall::PmuSwitch) => self.pmu_switch(r.rdi == 1)?,
             Some(Hypercall::TrapWrite) => self.trap_write(r.rdi),
             None => {
-                warn!("vmx: unknown hypercall {:#x} from the guest", r.rax);
+                if self.guard.log_unknown_hypercall() {
+                    warn!("vmx: unknown hypercall {:#x} from the guest", r.rax);
+                }
                 HYPERCALL_ERROR
             }
         };
@@ -503,16 +535,13 @@ impl Guest {
     }
 }
 
-/// Guest text, with anything but printable ASCII and newlines shown as `?`.
+/// Guest text inside one of perfvisor's lines (a test's name and reason):
+/// anything but printable ASCII, newlines included, shown as `?`.
 struct Printable<'a>(&'a [u8]);
 
 impl core::fmt::Display for Printable<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        for &b in self.0 {
-            let c = if b == b'\n' || (0x20..0x7f).contains(&b) { b as char } else { '?' };
-            core::fmt::Write::write_char(f, c)?;
-        }
-        Ok(())
+        self.0.iter().try_for_each(|&b| core::fmt::Write::write_char(f, vmx::guard::console_safe(b)))
     }
 }
 

@@ -14,11 +14,26 @@ use perfvisor_abi::{BootInfo, RamRange, Scenario, ABI_VERSION, BOOT_INFO_MAGIC, 
 /// Why a guest image was refused, in words.
 pub enum LoadError {
     Elf(elf::ParseError),
-    NotElf64X86Executable { class_64: bool, machine: u16, kind: u16 },
+    NotElf64X86Executable {
+        class_64: bool,
+        machine: u16,
+        kind: u16,
+    },
     NoLoadableSegment,
-    SegmentOutsideRam { start: u64, end: u64 },
-    SegmentOverlapsLoaderArea { start: u64 },
-    SegmentFileSizeAboveMemorySize { start: u64 },
+    /// e_phoff is 0: no program header table at all.
+    NoProgramHeaders,
+    /// e_phnum is PN_XNUM: the count is in section header 0 (extended numbering).
+    ExtendedProgramHeaderCount,
+    SegmentOutsideRam {
+        start: u64,
+        end: u64,
+    },
+    SegmentOverlapsLoaderArea {
+        start: u64,
+    },
+    SegmentFileSizeAboveMemorySize {
+        start: u64,
+    },
     EntryOutsideImage(u64),
     RamDoesNotStartAtBase,
 }
@@ -32,6 +47,11 @@ impl fmt::Display for LoadError {
                 "not an ELF64 x86-64 executable (64-bit: {class_64}, e_machine {machine}, e_type {kind}; need ET_EXEC for EM_X86_64)"
             ),
             Self::NoLoadableSegment => f.write_str("the ELF has no PT_LOAD segment"),
+            Self::NoProgramHeaders => f.write_str("the ELF has no program header table (e_phoff is 0)"),
+            Self::ExtendedProgramHeaderCount => f.write_str(
+                "e_phnum is PN_XNUM (0xffff): the program header count is in section header 0 \
+                 (extended numbering), which perfvisor does not load",
+            ),
             Self::SegmentOutsideRam { start, end } => {
                 write!(f, "segment {start:#x}..{end:#x} is not inside guest RAM")
             }
@@ -54,7 +74,13 @@ fn inside_ram(ram: &[RamRange], start: u64, end: u64) -> bool {
 
 /// Copies the image into guest RAM, writes page tables and boot info.
 /// Returns the entry point.
-pub fn load(image: &[u8], ram: &[RamRange], scenario: Scenario, hypervisor_page: u64) -> Result<u64, LoadError> {
+pub fn load(
+    image: &[u8],
+    ram: &[RamRange],
+    scenario: Scenario,
+    attack: u32,
+    hypervisor_page: u64,
+) -> Result<u64, LoadError> {
     if !inside_ram(ram, GUEST_RAM_START, IMAGE_BASE) {
         return Err(LoadError::RamDoesNotStartAtBase);
     }
@@ -67,7 +93,10 @@ pub fn load(image: &[u8], ram: &[RamRange], scenario: Scenario, hypervisor_page:
             kind: h.e_type,
         });
     }
-    let segments = file.segments().ok_or(LoadError::NoLoadableSegment)?;
+    if h.e_phnum == elf::abi::PN_XNUM {
+        return Err(LoadError::ExtendedProgramHeaderCount);
+    }
+    let segments = file.segments().ok_or(LoadError::NoProgramHeaders)?;
     let mut loaded = 0;
     let mut entry_ok = false;
     for ph in segments.iter().filter(|p| p.p_type == PT_LOAD && p.p_memsz > 0) {
@@ -101,7 +130,7 @@ pub fn load(image: &[u8], ram: &[RamRange], scenario: Scenario, hypervisor_page:
         return Err(LoadError::EntryOutsideImage(h.e_entry));
     }
     write_page_tables();
-    write_boot_info(ram, scenario, hypervisor_page);
+    write_boot_info(ram, scenario, attack, hypervisor_page);
     log::info!(
         "guest: {loaded} segments loaded, entry {:#x}, stack top {STACK_TOP:#x}, boot info at {BOOT_INFO:#x}",
         h.e_entry
@@ -130,13 +159,13 @@ fn write_page_tables() {
     }
 }
 
-fn write_boot_info(ram: &[RamRange], scenario: Scenario, hypervisor_page: u64) {
+fn write_boot_info(ram: &[RamRange], scenario: Scenario, attack: u32, hypervisor_page: u64) {
     let mut info = BootInfo {
         magic: BOOT_INFO_MAGIC,
         abi_version: ABI_VERSION,
         scenario: scenario as u32,
         ram_count: ram.len().min(MAX_RAM_RANGES) as u32,
-        reserved: 0,
+        attack,
         ram: [RamRange::default(); MAX_RAM_RANGES],
         hypervisor_page,
     };

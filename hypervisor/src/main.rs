@@ -15,6 +15,7 @@ mod config;
 mod cpuid_cache;
 mod events;
 mod exits;
+mod guard;
 mod loader;
 mod memory;
 mod pmi;
@@ -29,7 +30,7 @@ mod vpmu;
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
 use config::{BootConfig, SelfTest};
-use log::{error, info};
+use log::{error, info, warn};
 
 /// The hypervisor's ABI version, reported at boot and (later) to guests.
 pub const ABI_VERSION: u32 = 1;
@@ -103,6 +104,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
             verdict::fail("VMXON");
         }
     };
+    warn!(
+        "dma: no DMA remapping (VT-d) is set up: a device the guest could program could DMA into perfvisor's \
+         memory. The guest reaches no device here (every I/O port but the 8259s is refused, no MMIO is mapped), \
+         so it cannot program one; see README \"Threat model\""
+    );
     let vpmu = match vpmu::setup(caps, config.vpmu, config.vpmu_msr_lists) {
         Ok(v) => v,
         Err(e) => {
@@ -110,14 +116,14 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
             verdict::fail("vPMU configuration");
         }
     };
-    run_guest(caps, guest_image, config.scenario, vmxon_region.0, vpmu)
+    run_guest(caps, guest_image, &config, vmxon_region.0, vpmu)
 }
 
 /// Loads the guest, runs it to its end, and gives the verdict.
 fn run_guest(
     caps: &vmx::VmxCaps,
     image: Option<&[u8]>,
-    scenario: perfvisor_abi::Scenario,
+    config: &BootConfig,
     hypervisor_page: u64,
     mut vpmu: vpmu::Vpmu,
 ) -> ! {
@@ -128,7 +134,8 @@ fn run_guest(
     let (ram, ram_count) = memory::guest_ram();
     let ram_bytes: u64 = ram[..ram_count].iter().map(|r| r.end - r.start).sum();
     info!("guest: {} MiB of RAM in {ram_count} ranges from {:#x}", ram_bytes >> 20, ram[0].start);
-    let entry = match loader::load(image, &ram[..ram_count], scenario, hypervisor_page) {
+    let scenario = config.scenario;
+    let entry = match loader::load(image, &ram[..ram_count], scenario, config.attack, hypervisor_page) {
         Ok(entry) => entry,
         Err(e) => {
             error!("guest: the guest image ({} bytes) is unusable: {e}", image.len());
@@ -161,7 +168,15 @@ fn run_guest(
         }
     };
     let cpuid = cpuid_cache::CpuidCache::build(&vpmu.guest);
+    let guard = match guard::Guard::new(caps, config.watchdog_ms) {
+        Ok(g) => g,
+        Err(e) => {
+            error!("vmx: {e}");
+            verdict::fail("VMCS setup");
+        }
+    };
     let mut guest = exits::Guest {
+        guard,
         vcpu,
         vpmu,
         other_context,
@@ -173,6 +188,7 @@ fn run_guest(
     };
     info!("guest: starting ({scenario:?}) at {entry:#x}");
     let end = guest.run();
+    guest.guard.end(&guest.exits);
     guest.end_pmu();
     guest.report_exit_counts();
     match end {
@@ -188,15 +204,38 @@ fn run_guest(
     }
 }
 
-/// The ramdisk: a boot config and/or a guest image (see `config.rs`).
+/// The ramdisk: a boot config and/or a guest image (see `config.rs`). The
+/// run's nonce, if any, is copied into perfvisor's memory and zeroed in the
+/// ramdisk.
 fn read_ramdisk(boot_info: &BootInfo) -> (BootConfig, Option<&'static [u8]>) {
     let Some(addr) = boot_info.ramdisk_addr.into_option() else {
         return (BootConfig::DEFAULT, None);
     };
-    // SAFETY: the bootloader maps the ramdisk at `ramdisk_addr` for
-    // `ramdisk_len` bytes and never unmaps it.
-    let bytes: &'static [u8] =
-        unsafe { core::slice::from_raw_parts(addr as *const u8, boot_info.ramdisk_len as usize) };
+    // SAFETY: the bootloader maps the ramdisk writable at `ramdisk_addr`
+    // for `ramdisk_len` bytes, never unmaps it, and nothing else refers to it.
+    let bytes: &'static mut [u8] =
+        unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, boot_info.ramdisk_len as usize) };
+    let nonce_range = match config::split_ramdisk(bytes) {
+        Ok(p) => p.nonce.map(|n| {
+            let start = n.as_ptr() as usize - bytes.as_ptr() as usize;
+            start..start + n.len()
+        }),
+        Err(e) => {
+            error!("config: the ramdisk ({} bytes) is malformed: {e}", bytes.len());
+            verdict::fail("bad ramdisk");
+        }
+    };
+    if let Some(range) = nonce_range {
+        match config::parse_nonce(&bytes[range.clone()]) {
+            Some(nonce) => {
+                verdict::set_nonce(nonce);
+                bytes[range].fill(0);
+                info!("config: the run's nonce is in perfvisor's memory (zeroed in the ramdisk)");
+            }
+            None => info!("config: no nonce (the placeholder was not patched): verdict lines carry none"),
+        }
+    }
+    let bytes: &'static [u8] = bytes;
     let parts = match config::split_ramdisk(bytes) {
         Ok(p) => p,
         Err(e) => {

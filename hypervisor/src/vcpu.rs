@@ -206,6 +206,9 @@ impl Vcpu {
     ) -> Result<Self, SetupError> {
         let vmcs = alloc("VMCS")?;
         let msr_bitmap = alloc("MSR bitmap")?;
+        // I/O bitmaps A (ports 0-0x7fff) and B (0x8000-0xffff): every port
+        // exits but the allow-list (SDM vol. 3C §25.6.4; `guard.rs`).
+        let io_bitmaps = [alloc("I/O bitmap A")?, alloc("I/O bitmap B")?];
         let pmu_on = vpmu.engine.mode() != pmu::vpmu::Mode::Off;
         let by_controls = pmu_on && vpmu.switch == crate::vpmu::GlobalCtrlSwitch::Controls;
         // The guest's GLOBAL_CTRL round-trips through the VMCS guest field when
@@ -220,7 +223,7 @@ impl Vcpu {
         // (stores happen before loads, §28.6).
         let host_list = if pmu_on && !by_controls { Some(alloc("VM-exit MSR-load list")?) } else { None };
         let map = memory::phys_map();
-        // SAFETY: both frames were just allocated for these structures and
+        // SAFETY: the frames were just allocated for these structures and
         // are mapped writable; nothing else refers to them yet.
         unsafe {
             map.ptr::<u32>(vmcs.0).write(caps.basic().revision_id());
@@ -230,7 +233,18 @@ impl Vcpu {
                 let _ = bitmap.set_read(msr, Intercept::PassThrough);
                 let _ = bitmap.set_write(msr, Intercept::PassThrough);
             }
+            for msr in crate::exits::WRITE_INTERCEPTED_MSRS {
+                let _ = bitmap.set_write(msr, Intercept::Exit);
+            }
             vpmu.engine.install_msr_bitmap(bitmap);
+            for frame in io_bitmaps {
+                core::ptr::write_bytes(map.ptr::<u8>(frame.0), 0xff, 4096);
+            }
+            for &port in vmx::guard::IO_ALLOW_LIST {
+                let frame = io_bitmaps[usize::from(port >> 15)];
+                let byte = map.ptr::<u8>(frame.0 + u64::from((port & 0x7fff) / 8));
+                *byte &= !(1 << (port % 8));
+            }
             let global_ctrl = |value| MsrEntry { index: pmu::msr::IA32_PERF_GLOBAL_CTRL, reserved: 0, value };
             if let Some(list) = guest_list {
                 map.ptr::<MsrEntry>(list.0).write(global_ctrl(vpmu.engine.global_ctrl));
@@ -277,6 +291,8 @@ impl Vcpu {
             v.write32(Vmcs32::ExitMsrLoadCount, 1)?;
         }
         v.write64(Vmcs64::MsrBitmap, msr_bitmap.0)?;
+        v.write64(Vmcs64::IoBitmapA, io_bitmaps[0].0)?;
+        v.write64(Vmcs64::IoBitmapB, io_bitmaps[1].0)?;
         v.write64(Vmcs64::Eptp, eptp)?;
         v.write16(Vmcs16::Vpid, VPID)?;
         write_host_state(&mut v)?;
@@ -385,7 +401,9 @@ fn write_controls(v: &mut ActiveVmcs, caps: &VmxCaps, pmu: PmuControlNeeds) -> R
     v.write32(Vmcs32::SecondaryControls, secondary)?;
     v.write32(Vmcs32::ExitControls, exit)?;
     v.write32(Vmcs32::EntryControls, entry)?;
-    v.write32(Vmcs32::ExceptionBitmap, 0)?;
+    // #MC only: a machine check in guest mode is perfvisor's to report
+    // (`guard.rs`), not the guest's IDT's.
+    v.write32(Vmcs32::ExceptionBitmap, 1 << 18)?;
     v.write32(Vmcs32::Cr3TargetCount, 0)?;
     v.write32(Vmcs32::ExitMsrStoreCount, 0)?;
     v.write32(Vmcs32::ExitMsrLoadCount, 0)?;

@@ -50,8 +50,9 @@ fn access_failed(encoding: u32) -> VmcsError {
     VmcsError { encoding, instruction_error: instruction_error() }
 }
 
-// VMREAD/VMWRITE run on every VM exit: `setbe` (CF or ZF: VMfail) keeps the
-// success test to two instructions.
+// VMREAD/VMWRITE run on every VM exit: `setbe` (CF or ZF: VMfail) keeps
+// VMREAD's success test to two instructions; VMWRITE, which has no output,
+// branches straight to its failure path (asm goto).
 impl VmcsAccess for ActiveVmcs {
     fn read_raw(&self, encoding: u32) -> Result<u64, VmcsError> {
         let (value, failed): (u64, u8);
@@ -73,23 +74,20 @@ impl VmcsAccess for ActiveVmcs {
     }
 
     fn write_raw(&mut self, encoding: u32, value: u64) -> Result<(), VmcsError> {
-        let failed: u8;
         // SAFETY: VMWRITE changes only the current VMCS, which this hypervisor
         // owns; the values take effect at the next VM entry, whose checks
         // (SDM vol. 3C ch. 27) reject inconsistent state before running it.
+        // VMfail (CF or ZF) jumps to the label: one branch, no flag copy.
         unsafe {
             asm!(
                 "vmwrite {f}, {v}",
-                "setbe {failed}",
+                "jbe {failed}",
                 f = in(reg) u64::from(encoding),
                 v = in(reg) value,
-                failed = out(reg_byte) failed,
+                failed = label { return Err(access_failed(encoding)) },
                 options(nostack),
             )
         };
-        if failed != 0 {
-            return Err(access_failed(encoding));
-        }
         Ok(())
     }
 }

@@ -58,6 +58,11 @@ bitflags! {
         const LOAD_PAT = 1 << 19;
         const SAVE_EFER = 1 << 20;
         const LOAD_EFER = 1 << 21;
+        /// Saves the VMX-preemption timer's remaining value at VM exit, so
+        /// the next entry counts on from it (the hang watchdog's budget).
+        /// Allowed only with the timer's pin control on (SDM vol. 3C
+        /// §27.2.1.2): set by the watchdog, which keeps the timer on.
+        const SAVE_PREEMPTION_TIMER = 1 << 22;
         /// Saves the guest's IA32_PERF_GLOBAL_CTRL into the guest-state area
         /// (first in Sapphire Rapids; older v4 CPUs need an MSR-store list).
         const SAVE_PERF_GLOBAL_CTRL = 1 << 30;
@@ -104,7 +109,7 @@ pub struct PmuControlNeeds {
 }
 
 /// perfvisor's controls for a 64-bit guest: what it cannot run without
-/// (MSR bitmaps, EPT, VPID, HLT exiting, 64-bit host and guest, EFER
+/// (I/O and MSR bitmaps, EPT, VPID, HLT exiting, 64-bit host and guest, EFER
 /// switching; the GLOBAL_CTRL load controls when the vPMU is on) and what
 /// it uses when present (PAT and debug-control switching, saving
 /// GLOBAL_CTRL, RDTSCP, INVPCID, XSAVES for the guest); NMI exiting with
@@ -130,6 +135,7 @@ pub fn resolve_for_guest(caps: &VmxCaps, pmu: PmuControlNeeds) -> Result<Resolve
         primary: caps.primary.resolve(
             "primary processor-based controls",
             (PrimaryControls::HLT_EXITING
+                | PrimaryControls::USE_IO_BITMAPS
                 | PrimaryControls::USE_MSR_BITMAPS
                 | PrimaryControls::ACTIVATE_SECONDARY_CONTROLS
                 | rdpmc)
@@ -207,8 +213,12 @@ mod tests {
                 0x16 | (PinControls::NMI_EXITING | PinControls::VIRTUAL_NMIS).bits(),
                 "default1 bits kept"
             );
-            assert!(PrimaryControls::from_bits_retain(c.primary)
-                .contains(PrimaryControls::USE_MSR_BITMAPS | PrimaryControls::HLT_EXITING));
+            assert!(PrimaryControls::from_bits_retain(c.primary).contains(
+                PrimaryControls::USE_MSR_BITMAPS | PrimaryControls::USE_IO_BITMAPS | PrimaryControls::HLT_EXITING
+            ));
+            // Set only with the preemption timer on (SDM vol. 3C §27.2.1.2): the watchdog's job.
+            assert!(!ExitControls::from_bits_retain(c.exit).contains(ExitControls::SAVE_PREEMPTION_TIMER));
+            assert!(caps.exit.allows(ExitControls::SAVE_PREEMPTION_TIMER.bits()));
             let sec = SecondaryControls::from_bits_retain(c.secondary);
             assert!(sec.contains(SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID));
             assert!(ExitControls::from_bits_retain(c.exit).contains(ExitControls::LOAD_PAT | ExitControls::LOAD_EFER));

@@ -9,6 +9,7 @@ pub mod controls;
 pub mod ept;
 pub mod errors;
 pub mod exit;
+pub mod guard;
 pub mod msr;
 pub mod msr_bitmap;
 pub mod msr_list;

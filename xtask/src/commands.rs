@@ -71,7 +71,7 @@ fn parse_timeout(o: &mut Options, firmware: Firmware) -> Fallible<Duration> {
 }
 
 /// Boots with the console streamed; exits with the verdict.
-fn boot_interactive(
+pub fn boot_interactive(
     emulator: Emulator,
     firmware: Firmware,
     image: PathBuf,
@@ -231,6 +231,14 @@ pub fn lint(args: &[String]) -> Fallible<bool> {
                 &root,
                 None,
                 &["clippy", "-p", "perfvisor-guest", "--target", setup::KERNEL_TARGET, "--", "-D", "warnings"],
+            ),
+        ),
+        (
+            "cargo clippy (native Linux boot kernel, x86_64-unknown-none)",
+            cargo(
+                &root,
+                None,
+                &["clippy", "-p", "perfvisor-linux-native", "--target", setup::KERNEL_TARGET, "--", "-D", "warnings"],
             ),
         ),
         ("cargo clippy (boot/)", cargo(&boot, Some(&nightly), &["clippy", "--", "-D", "warnings"])),

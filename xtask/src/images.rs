@@ -25,6 +25,7 @@ pub struct Builder {
     stripped_native: PathBuf,
     stripped_guest: PathBuf,
     boot_tool: PathBuf,
+    nightly: String,
 }
 
 impl Builder {
@@ -64,12 +65,15 @@ impl Builder {
             "llvm-objcopy --strip-debug (guest)",
         )?;
         let boot_tool = build_boot_tool(&nightly)?;
-        Ok(Self { stripped_kernel, stripped_native, stripped_guest, boot_tool })
+        Ok(Self { stripped_kernel, stripped_native, stripped_guest, boot_tool, nightly })
     }
 
     /// A disk image for `firmware` whose ramdisk bundles `config` (the boot
     /// config) and `guest` (see hypervisor/src/config.rs for the format).
     pub fn image(&self, firmware: Firmware, config: Option<&str>, guest: GuestImage) -> Fallible<PathBuf> {
+        if guest == GuestImage::LinuxNative {
+            return self.linux_native_image(firmware, &crate::linux::LinuxSpec::default());
+        }
         let dir = build_dir().join("images");
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let mut h = DefaultHasher::new();
@@ -87,10 +91,13 @@ impl Builder {
             ),
             // Deliberately not an ELF executable: the loader must refuse it in words.
             GuestImage::Malformed => Some(b"\x7fELF but not really an executable".to_vec()),
+            GuestImage::LinuxNative => unreachable!("handled above"),
         };
-        if config.is_some() || guest_bytes.is_some() {
+        // --- nonce (issue 11): perfvisor's ramdisk always carries the nonce slot ---
+        let nonce_slot = guest != GuestImage::NoHypervisor;
+        if config.is_some() || guest_bytes.is_some() || nonce_slot {
             let path = dir.join(format!("{stem}.ramdisk"));
-            std::fs::write(&path, bundle(config.unwrap_or(""), guest_bytes.as_deref()))
+            std::fs::write(&path, bundle(config.unwrap_or(""), guest_bytes.as_deref(), nonce_slot))
                 .map_err(|e| format!("writing {}: {e}", path.display()))?;
             cmd.arg("--ramdisk").arg(path);
         }
@@ -100,16 +107,85 @@ impl Builder {
     }
 }
 
-/// The ramdisk bundle: header lines `name length`, an empty line, the parts.
-fn bundle(config: &str, guest: Option<&[u8]>) -> Vec<u8> {
+// --- Linux on the counting Bochs (xtask/src/linux.rs) ---
+impl Builder {
+    /// A builder for Linux-native images only: the image tool, not
+    /// perfvisor's kernels (`cargo xtask linux-native`).
+    pub fn for_linux_native() -> Fallible<Self> {
+        setup::ensure_kernel_target()?;
+        let nightly = setup::ensure_nightly()?;
+        let boot_tool = build_boot_tool(&nightly)?;
+        let none = PathBuf::new();
+        Ok(Self {
+            stripped_kernel: none.clone(),
+            stripped_native: none.clone(),
+            stripped_guest: none,
+            boot_tool,
+            nightly,
+        })
+    }
+
+    /// A disk image whose kernel is tests/linux-native and whose ramdisk is
+    /// the Linux bundle of `spec` (kernel, initrd, command line).
+    pub fn linux_native_image(&self, firmware: Firmware, spec: &crate::linux::LinuxSpec) -> Fallible<PathBuf> {
+        run_checked(
+            Command::new("cargo")
+                .args(["build", "--release", "--package", "perfvisor-linux-native", "--target", KERNEL_TARGET])
+                .current_dir(workspace_root()),
+            "cargo build (native Linux boot kernel)",
+        )?;
+        let dir = build_dir().join("images");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let stripped = build_dir().join("perfvisor-linux-native.stripped.elf");
+        run_checked(
+            Command::new(setup::llvm_objcopy(&self.nightly)?)
+                .arg("--strip-debug")
+                .arg(workspace_root().join("target").join(KERNEL_TARGET).join("release").join("perfvisor-linux-native"))
+                .arg(&stripped),
+            "llvm-objcopy --strip-debug (native Linux boot kernel)",
+        )?;
+        let mut h = DefaultHasher::new();
+        spec.hash(&mut h);
+        let stem = format!("linux-native-{}-{:08x}", firmware.name(), h.finish() as u32);
+        let ramdisk = dir.join(format!("{stem}.ramdisk"));
+        std::fs::write(&ramdisk, crate::linux::bundle(spec)?)
+            .map_err(|e| format!("writing {}: {e}", ramdisk.display()))?;
+        let image = dir.join(format!("{stem}.img"));
+        run_checked(
+            Command::new(&self.boot_tool)
+                .arg("--kernel")
+                .arg(&stripped)
+                .arg("--ramdisk")
+                .arg(&ramdisk)
+                .arg(format!("--{}", firmware.name()))
+                .arg(&image)
+                .stdout(std::process::Stdio::null()),
+            "perfvisor-boot (Linux native)",
+        )?;
+        Ok(image)
+    }
+}
+// --- end Linux ---
+
+/// The ramdisk bundle: header lines `name length`, an empty line, the
+/// parts; with `nonce_slot`, the placeholder the runner patches per run
+/// (`perfvisor_runner::boot::NONCE_SLOT`).
+fn bundle(config: &str, guest: Option<&[u8]>, nonce_slot: bool) -> Vec<u8> {
+    let slot = perfvisor_runner::boot::NONCE_SLOT;
     let mut header = format!("#perfvisor-bundle v1\nconfig {}\n", config.len());
     if let Some(g) = guest {
         header.push_str(&format!("guest {}\n", g.len()));
+    }
+    if nonce_slot {
+        header.push_str(&format!("nonce {}\n", slot.len()));
     }
     header.push('\n');
     let mut out = header.into_bytes();
     out.extend_from_slice(config.as_bytes());
     out.extend_from_slice(guest.unwrap_or_default());
+    if nonce_slot {
+        out.extend_from_slice(slot);
+    }
     out
 }
 

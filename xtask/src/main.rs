@@ -5,6 +5,7 @@ mod bench_pmu;
 mod bochs_build;
 mod commands;
 mod images;
+mod linux;
 mod setup;
 mod test;
 
@@ -35,6 +36,9 @@ cargo xtask <command> [options]
   lint                        cargo fmt --check and clippy -D warnings over every crate
   pmu-report [--emulator auto|qemu|bochs] [--cpu MODEL] [BOCHS OPTIONS]
                               the PMU conformance checks natively and as perfvisor's guest, side by side
+  linux-native [--cpu MODEL] [--kernel FILE] [--initrd FILE] [--append TEXT] [BOCHS OPTIONS]
+                              boot a stock Debian kernel (or FILE) natively in Bochs with the
+                              LINUXTEST initramfs; `cargo xtask linux-native --help` for more
   msrs                        regenerate the Bochs msrs files in tests/bochs/ from the models' PMU layouts
   bench boot [--runs N]       median seconds to the first console line and to VMX root
   bench exits [--cpu MODEL]   instructions per CPUID/RDMSR/VMCALL exit, measured by the guest in Bochs
@@ -60,6 +64,19 @@ fn main() -> ExitCode {
         println!("{HELP}");
         return ExitCode::from(2);
     };
+    let wants_help = rest.iter().any(|a| a == "--help" || a == "-h");
+    if wants_help && command != "linux-native" {
+        return match command_help(command) {
+            Some(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("xtask: error: unknown command {command:?}\n\n{HELP}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = match command.as_str() {
         "build" => commands::build(rest),
         "image" => commands::image(rest),
@@ -69,6 +86,7 @@ fn main() -> ExitCode {
         "lint" => commands::lint(rest),
         "msrs" => commands::msrs(rest),
         "pmu-report" => commands::pmu_report(rest),
+        "linux-native" => linux::linux_native(rest),
         "test" => test::test(rest),
         "bench" => bench::bench(rest),
         "help" | "--help" | "-h" => {
@@ -85,6 +103,37 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `cargo xtask COMMAND --help`: that command's lines of [`HELP`] (every
+/// variant, e.g. all `bench` benchmarks), the Bochs options where it takes
+/// them, and the exit codes.
+fn command_help(command: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut in_block = false;
+    for line in HELP.lines() {
+        let starts_command = line.starts_with("  ") && !line.starts_with("   ");
+        if starts_command {
+            let name = line.split_whitespace().next().unwrap_or("");
+            in_block = name == command;
+        } else if line.trim().is_empty() || !line.starts_with(' ') {
+            in_block = false;
+        }
+        if in_block {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    let mut text = format!("cargo xtask {command} [options]\n\n{out}");
+    if out.contains("BOCHS OPTIONS") {
+        let bochs = HELP.split("BOCHS OPTIONS:").nth(1)?.split("\n\n").next()?;
+        text.push_str(&format!("\nBOCHS OPTIONS:{bochs}\n"));
+    }
+    text.push_str("\nExit codes: 0 pass, 1 fail, 2 usage or setup error.");
+    Some(text)
 }
 
 /// The workspace root (xtask's manifest is one level down).
@@ -138,5 +187,20 @@ impl Options {
             None => Ok(()),
             Some(a) => Err(format!("unexpected argument {a:?} (see `cargo xtask help`)")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_command_has_help() {
+        for command in ["build", "image", "run", "qemu", "bochs", "test", "lint", "pmu-report", "msrs", "bench", "help"]
+        {
+            let text = super::command_help(command).unwrap_or_else(|| panic!("no help for {command}"));
+            assert!(text.contains(&format!("  {command}")), "{command}: {text}");
+        }
+        assert!(super::command_help("bench").unwrap().contains("bench bochs"));
+        assert!(super::command_help("run").unwrap().contains("--bochs PATH"));
+        assert!(super::command_help("frobnicate").is_none());
     }
 }

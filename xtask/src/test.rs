@@ -43,7 +43,12 @@ pub fn test(args: &[String]) -> Fallible<bool> {
         if cases.iter().any(|c| matches!(c.emulator, perfvisor_runner::emulator::Emulator::Bochs { .. })) {
             crate::bochs_build::resolve(bochs)?;
         }
-        let builder = Builder::new()?;
+        // Only Linux-native cases (e.g. --filter linux): perfvisor itself is not needed.
+        let builder = if cases.iter().all(|c| c.guest == GuestImage::LinuxNative) {
+            Builder::for_linux_native()?
+        } else {
+            Builder::new()?
+        };
         let mut images = HashMap::new();
         for key in cases::images_needed(&cases) {
             images.insert(key, builder.image(key.0, key.1, key.2)?);

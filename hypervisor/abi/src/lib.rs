@@ -40,7 +40,8 @@ pub struct BootInfo {
     /// Which [`Scenario`] the boot config asked for.
     pub scenario: u32,
     pub ram_count: u32,
-    pub reserved: u32,
+    /// Which [`Attack`] the `attack` scenario makes (0 otherwise).
+    pub attack: u32,
     pub ram: [RamRange; MAX_RAM_RANGES],
     /// A physical address the hypervisor owns (the guest must not reach
     /// it): for the isolation test.
@@ -120,6 +121,58 @@ pub enum Scenario {
     Bench = 4,
     /// Pseudo-random PMU MSR accesses (seeded), counting the #GPs.
     PmuFuzz = 5,
+    /// The hostile-guest suite: attacks perfvisor must refuse while the
+    /// guest goes on, each a `hostile_*` test with a figure.
+    Hostile = 6,
+    /// One attack that ends the run ([`BootInfo::attack`] says which).
+    Attack = 7,
+}
+
+/// The attacks of [`Scenario::Attack`], each ending the run: perfvisor
+/// must end the guest with a reason and never give a pass verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Attack {
+    /// `perfvisor: verdict PASS` written to COM1, then Bochs' magic breakpoint.
+    ForgeConsole = 1,
+    /// The same line inside a Write hypercall after a newline, then the breakpoint.
+    ForgeWrite = 2,
+    /// `cli; jmp $`.
+    HangSpin = 3,
+    /// `cli; hlt` in a loop.
+    HangHalt = 4,
+    /// Reset through port 0xcf9.
+    ResetCf9 = 5,
+    /// Reset through the keyboard controller (0xfe to port 0x64).
+    ResetKbc = 6,
+    /// Fast reset through port 0x92.
+    ResetPort92 = 7,
+    /// "Shutdown" to Bochs' port 0x8900.
+    BochsShutdown = 8,
+    /// A pass code (0x10) to QEMU's isa-debug-exit port 0xf4.
+    DebugExit = 9,
+}
+
+impl Attack {
+    pub const ALL: [(&'static str, Attack); 9] = [
+        ("forge-console", Self::ForgeConsole),
+        ("forge-write", Self::ForgeWrite),
+        ("hang-spin", Self::HangSpin),
+        ("hang-halt", Self::HangHalt),
+        ("reset-cf9", Self::ResetCf9),
+        ("reset-kbc", Self::ResetKbc),
+        ("reset-92", Self::ResetPort92),
+        ("bochs-shutdown", Self::BochsShutdown),
+        ("debug-exit", Self::DebugExit),
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(name, _)| *name == s).map(|(_, a)| *a)
+    }
+
+    pub fn from_raw(n: u32) -> Option<Self> {
+        Self::ALL.iter().find(|(_, a)| *a as u32 == n).map(|(_, a)| *a)
+    }
 }
 
 impl Scenario {
@@ -131,6 +184,8 @@ impl Scenario {
             3 => Self::ExitStatus,
             4 => Self::Bench,
             5 => Self::PmuFuzz,
+            6 => Self::Hostile,
+            7 => Self::Attack,
             _ => return None,
         })
     }
@@ -143,6 +198,8 @@ impl Scenario {
             "exit-status" => Self::ExitStatus,
             "bench" => Self::Bench,
             "pmu-fuzz" => Self::PmuFuzz,
+            "hostile" => Self::Hostile,
+            s if s.strip_prefix("attack:").is_some_and(|a| Attack::parse(a).is_some()) => Self::Attack,
             _ => return None,
         })
     }

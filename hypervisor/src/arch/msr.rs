@@ -46,16 +46,35 @@ global_asm!(
     "perfvisor_wrmsr_fixup:",
     "    mov eax, 1",
     "    ret",
+    // u32 perfvisor_xsetbv_checked(u32 xcr /* edi */, u64 value /* rsi */): 0 = ok, 1 = #GP.
+    ".global perfvisor_xsetbv_checked",
+    "perfvisor_xsetbv_checked:",
+    "    mov ecx, edi",
+    "    mov eax, esi",
+    "    mov rdx, rsi",
+    "    shr rdx, 32",
+    ".global perfvisor_xsetbv_insn",
+    "perfvisor_xsetbv_insn:",
+    "    xsetbv",
+    "    xor eax, eax",
+    "    ret",
+    ".global perfvisor_xsetbv_fixup",
+    "perfvisor_xsetbv_fixup:",
+    "    mov eax, 1",
+    "    ret",
     ".popsection",
 );
 
 unsafe extern "C" {
     fn perfvisor_rdmsr_checked(msr: u32, out: *mut u64) -> u32;
     fn perfvisor_wrmsr_checked(msr: u32, value: u64) -> u32;
+    fn perfvisor_xsetbv_checked(xcr: u32, value: u64) -> u32;
     static perfvisor_rdmsr_insn: u8;
     static perfvisor_rdmsr_fixup: u8;
     static perfvisor_wrmsr_insn: u8;
     static perfvisor_wrmsr_fixup: u8;
+    static perfvisor_xsetbv_insn: u8;
+    static perfvisor_xsetbv_fixup: u8;
 }
 
 /// Where execution resumes when the instruction at `rip` raises #GP, if it
@@ -64,6 +83,7 @@ pub fn fixup_for(rip: u64) -> Option<u64> {
     let table = [
         (&raw const perfvisor_rdmsr_insn, &raw const perfvisor_rdmsr_fixup),
         (&raw const perfvisor_wrmsr_insn, &raw const perfvisor_wrmsr_fixup),
+        (&raw const perfvisor_xsetbv_insn, &raw const perfvisor_xsetbv_fixup),
     ];
     table.iter().find(|(insn, _)| *insn as u64 == rip).map(|(_, fixup)| *fixup as u64)
 }
@@ -89,5 +109,19 @@ pub unsafe fn wrmsr_checked(msr: u32, value: u64) -> Result<(), MsrFault> {
     match unsafe { perfvisor_wrmsr_checked(msr, value) } {
         0 => Ok(()),
         _ => Err(MsrFault { msr }),
+    }
+}
+
+/// Loads XCR `xcr` with `value` (XSETBV); a #GP becomes `Err`.
+///
+/// # Safety
+/// CR4.OSXSAVE must be set (else XSETBV raises #UD, which is not caught),
+/// and the caller vouches for the state components enabled: perfvisor's
+/// host uses no extended state, so XCR0 is the guest's.
+pub unsafe fn xsetbv_checked(xcr: u32, value: u64) -> Result<(), MsrFault> {
+    // SAFETY: the caller vouches for the write; a #GP returns 1 through the fixup.
+    match unsafe { perfvisor_xsetbv_checked(xcr, value) } {
+        0 => Ok(()),
+        _ => Err(MsrFault { msr: xcr }),
     }
 }

@@ -10,7 +10,7 @@ use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
 
 /// Where a recoverable instruction continues after a fault (0: not armed).
-static RECOVER_RIP: AtomicU64 = AtomicU64::new(0);
+pub static RECOVER_RIP: AtomicU64 = AtomicU64::new(0);
 /// The vector of the last recovered fault (u64::MAX: none).
 static LAST_FAULT: AtomicU64 = AtomicU64::new(u64::MAX);
 
@@ -152,7 +152,8 @@ pub fn pmis_taken() -> u64 {
     PMIS.load(Ordering::SeqCst)
 }
 
-fn take_fault() -> Option<u8> {
+/// The vector of the fault recovered since the last call, if any.
+pub fn take_fault() -> Option<u8> {
     let v = LAST_FAULT.swap(u64::MAX, Ordering::SeqCst);
     (v != u64::MAX).then_some(v as u8)
 }
@@ -203,4 +204,15 @@ pub unsafe fn wrmsr(msr: u32, value: u64) -> Result<(), u8> {
         )
     };
     take_fault().map_or(Ok(()), Err)
+}
+
+/// Runs `f`, which may fault at any instruction before `resume` (an
+/// address inside `f` from which it can return normally, e.g. its `ret`):
+/// a fault continues there. `Err(vector)` if it faulted.
+pub fn attempt(resume: u64, f: impl FnOnce() -> u64) -> Result<u64, u8> {
+    take_fault();
+    RECOVER_RIP.store(resume, Ordering::SeqCst);
+    let value = f();
+    RECOVER_RIP.store(0, Ordering::SeqCst);
+    take_fault().map_or(Ok(value), Err)
 }

@@ -10,6 +10,7 @@
 
 mod bench;
 mod fuzz;
+mod hostile;
 mod suite;
 
 use perfvisor_guest::{faults, fmt, hypercall};
@@ -61,6 +62,8 @@ extern "C" fn _start(info: *const BootInfo) -> ! {
             fuzz::run();
             hypercall::exit(0)
         }
+        Some(Scenario::Hostile) => hypercall::exit(u64::from(hostile::run(info) != 0)),
+        Some(Scenario::Attack) => hostile::attack(info),
         None => {
             hypercall::write("guest: unknown scenario\n");
             hypercall::exit(96)

@@ -62,6 +62,11 @@ pub fn set_physical_memory_offset(offset: u64) {
 /// Marks the page of the ring-3 code user-accessible at every level.
 /// `Err` says why ring 3 cannot be used here.
 pub fn prepare() -> Result<(), &'static str> {
+    prepare_page(ring3_loop as *const () as u64)?;
+    prepare_page(ring3_vmcall as *const () as u64)
+}
+
+fn prepare_page(code: u64) -> Result<(), &'static str> {
     let offset = PHYS_OFFSET.load(Ordering::SeqCst);
     if offset == u64::MAX {
         return Err("the kernel did not say where physical memory is mapped");
@@ -70,7 +75,6 @@ pub fn prepare() -> Result<(), &'static str> {
     if cr4 & (1 << 20) != 0 {
         return Err("SMEP is on (the kernel's code shares the page with the ring-3 loop)");
     }
-    let code = ring3_loop as *const () as u64;
     let (frame, _) = x86_64::registers::control::Cr3::read_raw();
     let mut table = frame.start_address().as_u64();
     const PRESENT: u64 = 1;
@@ -144,6 +148,8 @@ extern "C" fn ring3_loop() {
 #[unsafe(naked)]
 pub(crate) extern "C" fn return_from_ring3() {
     naked_asm!(
+        // What the ring-3 VMCALL stub left (meaningless after the loop).
+        "mov [rip + {result}], r15",
         "mov rsp, [rip + {saved}]",
         "mov rax, [rip + {kernel_data}]",
         "mov ss, ax",
@@ -158,5 +164,75 @@ pub(crate) extern "C" fn return_from_ring3() {
         "ret",
         saved = sym SAVED_RSP,
         kernel_data = sym KERNEL_DATA_SELECTOR,
+        result = sym RING3_RESULT,
     )
+}
+
+/// VMCALL at CPL 3 with RAX = `call`, RDI = `arg` (and RSI = `len`):
+/// `Err(vector)` if it faulted (perfvisor refuses hypercalls from CPL 3
+/// with #UD), else the hypercall's RAX.
+pub fn vmcall_at_ring3(call: u64, arg: u64, len: u64) -> Result<u64, u8> {
+    let resume = &raw const ring3_vmcall_done as u64;
+    crate::faults::attempt(resume, || {
+        // SAFETY: as for `run_loop`; the ring-3 stub runs VMCALL and comes
+        // back through the return gate, also after a fault (the recovery
+        // resumes it at `ring3_vmcall_done`, still at CPL 3).
+        unsafe { enter_ring3_vmcall(call, arg, len) };
+        // SAFETY: reads the value the stub left.
+        unsafe { core::ptr::addr_of!(RING3_RESULT).read_volatile() }
+    })
+}
+
+static mut RING3_RESULT: u64 = 0;
+
+#[unsafe(naked)]
+unsafe extern "C" fn enter_ring3_vmcall(call: u64, arg: u64, len: u64) {
+    naked_asm!(
+        "push rbx",
+        "push rbp",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "mov [rip + {saved}], rsp",
+        "mov r12, rdi",
+        "mov r13, rsi",
+        "mov r14, rdx",
+        "mov rax, [rip + {user_data}]",
+        "push rax",
+        "push qword ptr [rip + {saved}]",
+        "pushfq",
+        "mov rax, [rip + {user_code}]",
+        "push rax",
+        "lea rax, [rip + {code}]",
+        "push rax",
+        "iretq",
+        saved = sym SAVED_RSP,
+        user_data = sym USER_DATA_SELECTOR,
+        user_code = sym USER_CODE_SELECTOR,
+        code = sym ring3_vmcall,
+    )
+}
+
+/// The ring-3 code: VMCALL (RAX = r12, RDI = r13, RSI = r14), then the
+/// gate back; RAX is kept in r15 for the kernel side to store. A fault
+/// resumes at `ring3_vmcall_done` (r15 then holds the call number).
+#[unsafe(naked)]
+extern "C" fn ring3_vmcall() {
+    naked_asm!(
+        "mov rax, r12",
+        "mov rdi, r13",
+        "mov rsi, r14",
+        "mov r15, r12",
+        "vmcall",
+        "mov r15, rax",
+        ".global ring3_vmcall_done",
+        "ring3_vmcall_done:",
+        "int {vector}",
+        vector = const RETURN_VECTOR,
+    )
+}
+
+unsafe extern "C" {
+    static ring3_vmcall_done: u8;
 }

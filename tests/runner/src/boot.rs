@@ -29,6 +29,44 @@ pub struct BootSpec {
 pub const VERDICT_PASS_LINE: &str = "perfvisor: verdict PASS";
 pub const VERDICT_FAIL_LINE: &str = "perfvisor: verdict FAIL";
 
+/// The nonce placeholder image builders put in perfvisor's ramdisk bundle
+/// (hypervisor/src/config.rs). [`boot`] replaces it in its per-run copy of
+/// the disk with a fresh nonce and then accepts only verdict lines that
+/// carry it: `perfvisor: verdict PASS [nonce]`. The guest cannot know the
+/// nonce, so it cannot forge the verdict. Images without the placeholder
+/// (kernels other than perfvisor) are judged on the plain lines.
+pub const NONCE_SLOT: &[u8; 32] = b"PERFVISOR-NONCE-SLOT-UNPATCHED!!";
+
+/// 32 lowercase hex digits from the OS's randomness (std's hash keys).
+fn fresh_nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let word = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.finish()
+    };
+    format!("{:016x}{:016x}", word(1), word(2))
+}
+
+/// Puts a fresh nonce into the disk copy's placeholder. `Ok(None)`: the
+/// image has none; `Err`: it has more than one (which one would perfvisor read?).
+fn patch_nonce(disk: &Path) -> Result<Option<String>, String> {
+    let mut bytes = fs::read(disk).map_err(|e| format!("reading {}: {e}", disk.display()))?;
+    let found: Vec<usize> =
+        bytes.windows(NONCE_SLOT.len()).enumerate().filter(|(_, w)| w == NONCE_SLOT).map(|(i, _)| i).collect();
+    match found[..] {
+        [] => Ok(None),
+        [at] => {
+            let nonce = fresh_nonce();
+            bytes[at..at + NONCE_SLOT.len()].copy_from_slice(nonce.as_bytes());
+            fs::write(disk, &bytes).map_err(|e| format!("writing {}: {e}", disk.display()))?;
+            Ok(Some(nonce))
+        }
+        _ => Err(format!("{} holds the nonce placeholder {} times", disk.display(), found.len())),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Exit code and console agree on pass.
@@ -72,6 +110,7 @@ pub fn boot(spec: &BootSpec) -> Result<BootOutcome, String> {
     // and QEMU takes a write lock, so runs never share one.
     let disk = dir.join("disk.img");
     fs::copy(&spec.image, &disk).map_err(|e| format!("copying image {}: {e}", spec.image.display()))?;
+    let nonce = patch_nonce(&disk)?;
     let serial_path = dir.join(SERIAL_LOG);
     fs::write(&serial_path, b"").map_err(|e| format!("creating {}: {e}", serial_path.display()))?;
 
@@ -105,20 +144,28 @@ pub fn boot(spec: &BootSpec) -> Result<BootOutcome, String> {
     let exit_code = status.and_then(|s| s.code());
     let verdict = match status {
         None => Verdict::Timeout,
-        Some(_) => judge(&spec.emulator, exit_code, &serial, dir),
+        Some(_) => judge(&spec.emulator, exit_code, &serial, nonce.as_deref(), dir),
     };
     Ok(BootOutcome { verdict, exit_code, serial, elapsed, seen_at: follower.seen_at, run_dir: dir.clone() })
 }
 
-/// Combines the exit code with the console: both must say the same thing.
-fn judge(emulator: &Emulator, code: Option<i32>, serial: &str, dir: &Path) -> Verdict {
+/// Combines the exit code with the console: both must say the same thing,
+/// and with a `nonce` only verdict lines that carry it count.
+fn judge(emulator: &Emulator, code: Option<i32>, serial: &str, nonce: Option<&str>, dir: &Path) -> Verdict {
     let codes = emulator.verdict_codes();
-    let pass_line = serial.lines().any(|l| l.trim_end() == VERDICT_PASS_LINE);
-    let fail_line = serial.lines().find_map(|l| l.trim_end().strip_prefix(VERDICT_FAIL_LINE));
+    let tag = nonce.map_or(String::new(), |n| format!(" [{n}]"));
+    let (pass_want, fail_want) = (format!("{VERDICT_PASS_LINE}{tag}"), format!("{VERDICT_FAIL_LINE}{tag}"));
+    let pass_line = serial.lines().any(|l| l.trim_end() == pass_want);
+    let fail_line = serial
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix(&fail_want).filter(|r| r.is_empty() || r.starts_with(' ')));
     match (code, pass_line, fail_line) {
         (Some(c), true, None) if c == codes.pass => Verdict::Pass,
         (Some(c), false, Some(reason)) if c == codes.fail => {
-            Verdict::Fail(reason.trim().trim_start_matches('(').trim_end_matches(')').to_string())
+            // One pair of parentheses: reasons may end in their own.
+            Verdict::Fail(
+                reason.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).unwrap_or(reason.trim()).to_string(),
+            )
         }
         (code, pass, fail) => Verdict::Broken(format!(
             "{emulator} exited with {} but the console {} (emulator output: {})",
@@ -127,6 +174,7 @@ fn judge(emulator: &Emulator, code: Option<i32>, serial: &str, dir: &Path) -> Ve
                 (true, None) => "says PASS".to_string(),
                 (false, Some(r)) => format!("says FAIL{r}"),
                 (true, Some(_)) => "says both PASS and FAIL".to_string(),
+                (false, None) if nonce.is_some() => "has no verdict line with this run's nonce".to_string(),
                 (false, None) => "has no verdict line".to_string(),
             },
             dir.join("emulator.out").display()
@@ -193,17 +241,62 @@ mod tests {
     #[test]
     fn pass_needs_pass_code_and_pass_line() {
         let dir = Path::new("/tmp");
-        assert_eq!(judge(&qemu(), Some(33), "x\nperfvisor: verdict PASS\n", dir), Verdict::Pass);
-        assert!(matches!(judge(&qemu(), Some(33), "no verdict\n", dir), Verdict::Broken(_)));
-        assert!(matches!(judge(&qemu(), Some(35), "perfvisor: verdict PASS\n", dir), Verdict::Broken(_)));
+        assert_eq!(judge(&qemu(), Some(33), "x\nperfvisor: verdict PASS\n", None, dir), Verdict::Pass);
+        assert!(matches!(judge(&qemu(), Some(33), "no verdict\n", None, dir), Verdict::Broken(_)));
+        assert!(matches!(judge(&qemu(), Some(35), "perfvisor: verdict PASS\n", None, dir), Verdict::Broken(_)));
     }
 
     #[test]
     fn fail_reason_is_extracted() {
         let bochs = Emulator::Bochs { model: "tigerlake".into(), pmu: crate::emulator::BochsPmu::Counting, msrs: None };
-        let v = judge(&bochs, Some(1), "perfvisor: verdict FAIL (no VMX)\n", Path::new("/tmp"));
+        let v = judge(&bochs, Some(1), "perfvisor: verdict FAIL (no VMX)\n", None, Path::new("/tmp"));
         assert_eq!(v, Verdict::Fail("no VMX".into()));
         // Bochs exits 1 for its own panics too: without the line it is no verdict.
-        assert!(matches!(judge(&bochs, Some(1), "", Path::new("/tmp")), Verdict::Broken(_)));
+        assert!(matches!(judge(&bochs, Some(1), "", None, Path::new("/tmp")), Verdict::Broken(_)));
+    }
+
+    #[test]
+    fn with_a_nonce_only_lines_carrying_it_count() {
+        let (dir, n) = (Path::new("/tmp"), Some("0123456789abcdef0123456789abcdef"));
+        let good = "perfvisor: verdict PASS [0123456789abcdef0123456789abcdef]\n";
+        assert_eq!(judge(&qemu(), Some(33), good, n, dir), Verdict::Pass);
+        // A forged line (no nonce, a wrong one, or the guest's prefixed copy) with the pass exit code.
+        for forged in [
+            "perfvisor: verdict PASS\n",
+            "perfvisor: verdict PASS [00000000000000000000000000000000]\n",
+            "guest: perfvisor: verdict PASS [0123456789abcdef0123456789abcdef]\n",
+        ] {
+            let v = judge(&qemu(), Some(33), forged, n, dir);
+            assert!(matches!(&v, Verdict::Broken(m) if m.contains("no verdict line with this run's nonce")), "{v:?}");
+        }
+        let fail = "perfvisor: verdict FAIL [0123456789abcdef0123456789abcdef] (guest stopped: hang watchdog)\n";
+        assert_eq!(judge(&qemu(), Some(35), fail, n, dir), Verdict::Fail("guest stopped: hang watchdog".into()));
+        let nested = "perfvisor: verdict FAIL [0123456789abcdef0123456789abcdef] (guest stopped: reset (port 0xcf9))\n";
+        assert_eq!(judge(&qemu(), Some(35), nested, n, dir), Verdict::Fail("guest stopped: reset (port 0xcf9)".into()));
+    }
+
+    #[test]
+    fn nonce_is_patched_once() {
+        let dir = std::env::temp_dir().join(format!("perfvisor-nonce-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let disk = dir.join("disk.img");
+        let mut image = vec![0u8; 100];
+        image.extend_from_slice(NONCE_SLOT);
+        image.extend_from_slice(&[1; 50]);
+        fs::write(&disk, &image).unwrap();
+        let nonce = patch_nonce(&disk).unwrap().expect("a nonce");
+        assert_eq!(nonce.len(), 32);
+        assert!(nonce.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let patched = fs::read(&disk).unwrap();
+        assert_eq!(&patched[100..132], nonce.as_bytes());
+        assert_eq!(patch_nonce(&disk).unwrap(), None, "no placeholder left");
+        image.extend_from_slice(NONCE_SLOT);
+        image.extend_from_slice(NONCE_SLOT);
+        fs::write(&disk, &image).unwrap();
+        assert!(patch_nonce(&disk).is_err(), "three placeholders");
+        let other = patch_nonce(&disk);
+        assert!(other.is_err());
+        fs::remove_dir_all(&dir).unwrap();
+        assert_ne!(fresh_nonce(), fresh_nonce());
     }
 }

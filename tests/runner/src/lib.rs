@@ -6,6 +6,7 @@ pub mod bochs_msrs;
 pub mod boot;
 pub mod cases;
 pub mod emulator;
+pub mod hostile_cases;
 pub mod kvm;
 pub mod linux_cases;
 pub mod summary;
