@@ -7,5 +7,6 @@ pub mod faults;
 pub mod fmtbuf;
 pub mod hypercall;
 pub mod interrupts;
+pub mod native;
 pub mod pmu_checks;
 pub mod ring3;

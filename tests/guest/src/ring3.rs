@@ -110,31 +110,40 @@ pub fn run_loop(n: u64) {
     unsafe { enter_ring3(n) }
 }
 
+/// The body of a naked function that saves the callee-saved registers and
+/// the stack (for [`return_from_ring3`]), runs `$setup`, and IRETQs to
+/// `$code` at CPL 3 on the same stack, interrupts as they are.
+macro_rules! iretq_to_ring3 {
+    ($code:path, [$($setup:literal),*]) => {
+        naked_asm!(
+            "push rbx",
+            "push rbp",
+            "push r12",
+            "push r13",
+            "push r14",
+            "push r15",
+            "mov [rip + {saved}], rsp",
+            $($setup,)*
+            "mov rax, [rip + {user_data}]",
+            "push rax",
+            "push qword ptr [rip + {saved}]",
+            "pushfq",
+            "mov rax, [rip + {user_code}]",
+            "push rax",
+            "lea rax, [rip + {code}]",
+            "push rax",
+            "iretq",
+            saved = sym SAVED_RSP,
+            user_data = sym USER_DATA_SELECTOR,
+            user_code = sym USER_CODE_SELECTOR,
+            code = sym $code,
+        )
+    };
+}
+
 #[unsafe(naked)]
 unsafe extern "C" fn enter_ring3(n: u64) {
-    naked_asm!(
-        "push rbx",
-        "push rbp",
-        "push r12",
-        "push r13",
-        "push r14",
-        "push r15",
-        "mov [rip + {saved}], rsp",
-        "mov rcx, rdi",
-        "mov rax, [rip + {user_data}]",
-        "push rax",
-        "push qword ptr [rip + {saved}]",
-        "pushfq",
-        "mov rax, [rip + {user_code}]",
-        "push rax",
-        "lea rax, [rip + {loop}]",
-        "push rax",
-        "iretq",
-        saved = sym SAVED_RSP,
-        user_data = sym USER_DATA_SELECTOR,
-        user_code = sym USER_CODE_SELECTOR,
-        loop = sym ring3_loop,
-    )
+    iretq_to_ring3!(ring3_loop, ["mov rcx, rdi"])
 }
 
 /// The ring-3 code: the loop, then the gate back.
@@ -187,31 +196,7 @@ static mut RING3_RESULT: u64 = 0;
 
 #[unsafe(naked)]
 unsafe extern "C" fn enter_ring3_vmcall(call: u64, arg: u64, len: u64) {
-    naked_asm!(
-        "push rbx",
-        "push rbp",
-        "push r12",
-        "push r13",
-        "push r14",
-        "push r15",
-        "mov [rip + {saved}], rsp",
-        "mov r12, rdi",
-        "mov r13, rsi",
-        "mov r14, rdx",
-        "mov rax, [rip + {user_data}]",
-        "push rax",
-        "push qword ptr [rip + {saved}]",
-        "pushfq",
-        "mov rax, [rip + {user_code}]",
-        "push rax",
-        "lea rax, [rip + {code}]",
-        "push rax",
-        "iretq",
-        saved = sym SAVED_RSP,
-        user_data = sym USER_DATA_SELECTOR,
-        user_code = sym USER_CODE_SELECTOR,
-        code = sym ring3_vmcall,
-    )
+    iretq_to_ring3!(ring3_vmcall, ["mov r12, rdi", "mov r13, rsi", "mov r14, rdx"])
 }
 
 /// The ring-3 code: VMCALL (RAX = r12, RDI = r13, RSI = r14), then the

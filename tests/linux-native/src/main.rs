@@ -38,10 +38,10 @@ mod kernel {
     use bootloader_api::info::MemoryRegionKind;
     use bootloader_api::{entry_point, BootInfo};
     use core::fmt::Write;
+    use perfvisor_guest::native::{self, console};
     use perfvisor_platform::bundle::Bundle;
     use perfvisor_platform::linux::layout::{first_fit, Range};
     use perfvisor_platform::linux::{E820Kind, E820Table, SetupHeader, Vmlinux, ZeroPage};
-    use x86_64::instructions::port::Port;
 
     /// All of physical memory is mapped here: the loader writes the kernel,
     /// initrd, zero page and page tables through it.
@@ -60,58 +60,17 @@ mod kernel {
 
     entry_point!(main, config = &BOOTLOADER_CONFIG);
 
-    mod console {
-        use uart_16550::backend::PioBackend;
-        use uart_16550::{BaudRate, Config, Uart16550Tty};
-
-        pub struct Console(Option<Uart16550Tty<PioBackend>>);
-
-        impl Console {
-            pub fn com1() -> Self {
-                let config = Config { baud_rate: BaudRate::Baud115200, ..Config::DEFAULT };
-                // SAFETY: 0x3f8 is COM1; nothing else in this kernel uses it.
-                Self(unsafe { Uart16550Tty::new_port(0x3f8, config) }.ok())
-            }
-        }
-
-        impl core::fmt::Write for Console {
-            fn write_str(&mut self, s: &str) -> core::fmt::Result {
-                match self.0.as_mut() {
-                    Some(tty) => tty.write_str(s),
-                    None => Ok(()),
-                }
-            }
-        }
-    }
-
-    static mut CONSOLE: Option<console::Console> = None;
-
-    fn console() -> &'static mut console::Console {
-        // SAFETY: one CPU, interrupts off, never re-entered: no two references are live at once.
-        unsafe { (*core::ptr::addr_of_mut!(CONSOLE)).get_or_insert_with(console::Console::com1) }
-    }
-
     macro_rules! say {
         ($($arg:tt)*) => {{
             let _ = writeln!(console(), "linux-native: {}", format_args!($($arg)*));
         }};
     }
 
-    /// The fail verdict (REFERENCE.md §5): the line, `out 0xf4`, Bochs' shutdown port.
+    /// The fail verdict (REFERENCE.md §5): the line, then the verdict ports.
     fn fail(what: core::fmt::Arguments<'_>) -> ! {
         let _ = writeln!(console(), "linux-native: {what}");
         let _ = writeln!(console(), "perfvisor: verdict FAIL (cannot boot Linux)");
-        // SAFETY: port 0xf4 is QEMU's isa-debug-exit or unused, 0x8900 Bochs' shutdown port or unused.
-        unsafe {
-            Port::<u32>::new(0xf4).write(0x11);
-            let mut shutdown = Port::<u8>::new(0x8900);
-            for b in b"Shutdown" {
-                shutdown.write(*b);
-            }
-        }
-        loop {
-            x86_64::instructions::hlt();
-        }
+        native::exit(false)
     }
 
     macro_rules! fail {

@@ -10,9 +10,8 @@ use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
 use core::fmt::Write;
 use perfvisor_guest::faults;
+use perfvisor_guest::native::{self, console};
 use perfvisor_guest::pmu_checks::{self, Check};
-use spin_free::Console;
-use x86_64::instructions::port::Port;
 
 /// Physical memory mapped (anywhere): the ring-3 check walks the page tables.
 const BOOTLOADER_CONFIG: BootloaderConfig = {
@@ -23,59 +22,11 @@ const BOOTLOADER_CONFIG: BootloaderConfig = {
 
 entry_point!(main, config = &BOOTLOADER_CONFIG);
 
-/// The serial console without a lock: this kernel is single-threaded and
-/// never interrupted (interrupts stay off).
-mod spin_free {
-    use uart_16550::backend::PioBackend;
-    use uart_16550::{BaudRate, Config, Uart16550Tty};
-
-    pub struct Console(Option<Uart16550Tty<PioBackend>>);
-
-    impl Console {
-        pub fn com1() -> Self {
-            let config = Config { baud_rate: BaudRate::Baud115200, ..Config::DEFAULT };
-            // SAFETY: 0x3f8 is COM1; nothing else in this kernel uses it.
-            Self(unsafe { Uart16550Tty::new_port(0x3f8, config) }.ok())
-        }
-    }
-
-    impl core::fmt::Write for Console {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            match self.0.as_mut() {
-                Some(tty) => tty.write_str(s),
-                None => Ok(()),
-            }
-        }
-    }
-}
-
-static mut CONSOLE: Option<Console> = None;
-
-fn console() -> &'static mut Console {
-    // SAFETY: set once at the start of `main`, before anything prints; one CPU, no interrupts.
-    unsafe { (*core::ptr::addr_of_mut!(CONSOLE)).get_or_insert_with(Console::com1) }
-}
-
-/// Pass: `out 0xf4` then Bochs' magic breakpoint; fail: `out 0xf4` then Bochs' shutdown port.
+/// The verdict line (the same as perfvisor's, so the runner reads both
+/// alike), then the verdict ports.
 fn verdict(pass: bool) -> ! {
-    // The same verdict line as perfvisor's, so the runner reads both alike.
     let _ = writeln!(console(), "perfvisor: verdict {}", if pass { "PASS" } else { "FAIL (pmu checks failed)" });
-    // SAFETY: port 0xf4 is QEMU's isa-debug-exit or unused, 0x8900 Bochs' shutdown
-    // port or unused; `xchg bx, bx` changes nothing.
-    unsafe {
-        Port::<u32>::new(0xf4).write(if pass { 0x10 } else { 0x11 });
-        if pass {
-            core::arch::asm!("xchg bx, bx", options(nomem, nostack, preserves_flags));
-        } else {
-            let mut shutdown = Port::<u8>::new(0x8900);
-            for b in b"Shutdown" {
-                shutdown.write(*b);
-            }
-        }
-    }
-    loop {
-        x86_64::instructions::hlt();
-    }
+    native::exit(pass)
 }
 
 fn main(info: &'static mut BootInfo) -> ! {
