@@ -24,7 +24,7 @@
 //! log=debug          # error | warn | info | debug | trace
 //! selftest=panic     # none | panic | exception: end in a deliberate failure
 //! guest=suite        # suite | ept-violation | triple-fault | exit-status | bench | pmu-fuzz
-//!                    # | hostile | attack:<name> (perfvisor_abi::Attack::ALL)
+//!                    # | hostile | hostile-icr | attack:<name> (perfvisor_abi::Attack::ALL)
 //! vpmu=auto          # auto | mediated | fallback | off
 //! vpmu_switch=auto   # auto | lists: switch GLOBAL_CTRL with MSR-load lists even where
 //!                    # the VMCS load controls exist (so that path runs somewhere)

@@ -14,6 +14,41 @@ use perfvisor_abi::{BootInfo, RamRange, Scenario, ABI_VERSION, BOOT_INFO_MAGIC, 
 /// Why a guest image was refused, in words.
 pub enum LoadError {
     Elf(elf::ParseError),
+    /// Shorter than the 64-byte ELF64 header.
+    Truncated(usize),
+    BadMagic([u8; 4]),
+    /// EI_CLASS other than ELFCLASS64.
+    NotElf64(u8),
+    /// EI_DATA other than ELFDATA2LSB.
+    NotLittleEndian(u8),
+    /// e_phentsize other than an ELF64 program header's size.
+    ProgramHeaderSize(u16),
+    /// e_phnum is 0 (with a program header table offset).
+    NoProgramHeaderEntries,
+    /// The program header table (offset, entries) ends beyond the file.
+    ProgramHeadersBeyondFile {
+        offset: u64,
+        count: u16,
+        file: usize,
+    },
+    /// A segment's file bytes end beyond the file.
+    SegmentDataBeyondFile {
+        start: u64,
+        offset: u64,
+        size: u64,
+        file: usize,
+    },
+    /// p_align neither 0/1 nor a power of two, or p_offset and p_vaddr
+    /// disagree modulo it (gABI "Program Header").
+    SegmentAlignment {
+        start: u64,
+        align: u64,
+    },
+    SegmentLargerThanRam {
+        start: u64,
+        size: u64,
+        ram: u64,
+    },
     NotElf64X86Executable {
         class_64: bool,
         machine: u16,
@@ -41,7 +76,42 @@ pub enum LoadError {
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Elf(e) => write!(f, "not a valid ELF file ({e:?})"),
+            Self::Elf(e) => write!(f, "not a valid ELF file ({e})"),
+            Self::Truncated(n) => write!(f, "the file is {n} bytes: shorter than an ELF64 header (64 bytes)"),
+            Self::BadMagic(m) => write!(
+                f,
+                "no ELF magic (the file starts with {:02x} {:02x} {:02x} {:02x}, not 7f 45 4c 46)",
+                m[0], m[1], m[2], m[3]
+            ),
+            Self::NotElf64(c) => write!(f, "EI_CLASS is {c}{}: perfvisor loads ELF64 only", if *c == 1 { " (ELF32)" } else { "" }),
+            Self::NotLittleEndian(d) => write!(
+                f,
+                "EI_DATA is {d}{}: perfvisor loads little-endian ELF only",
+                if *d == 2 { " (big-endian)" } else { "" }
+            ),
+            Self::ProgramHeaderSize(n) => {
+                write!(f, "e_phentsize is {n}, not {PHDR64_SIZE} (the size of an ELF64 program header)")
+            }
+            Self::NoProgramHeaderEntries => f.write_str("e_phnum is 0: the ELF has no program headers"),
+            Self::ProgramHeadersBeyondFile { offset, count, file } => write!(
+                f,
+                "the program header table (e_phoff {offset:#x}, {count} entries of {PHDR64_SIZE} bytes) ends beyond the file's {file} bytes"
+            ),
+            Self::SegmentDataBeyondFile { start, offset, size, file } => write!(
+                f,
+                "segment at {start:#x}: its file bytes (p_offset {offset:#x}, p_filesz {size:#x}) end beyond the file's {file} bytes"
+            ),
+            Self::SegmentAlignment { start, align } => {
+                if align.is_power_of_two() {
+                    write!(f, "segment at {start:#x}: p_offset and p_vaddr differ modulo p_align {align:#x}")
+                } else {
+                    write!(f, "segment at {start:#x}: p_align {align:#x} is not a power of two")
+                }
+            }
+            Self::SegmentLargerThanRam { start, size, ram } => write!(
+                f,
+                "segment at {start:#x} needs {size:#x} bytes, more than all of guest RAM ({ram:#x} bytes)"
+            ),
             Self::NotElf64X86Executable { class_64, machine, kind } => write!(
                 f,
                 "not an ELF64 x86-64 executable (64-bit: {class_64}, e_machine {machine}, e_type {kind}; need ET_EXEC for EM_X86_64)"
@@ -53,7 +123,7 @@ impl fmt::Display for LoadError {
                  (extended numbering), which perfvisor does not load",
             ),
             Self::SegmentOutsideRam { start, end } => {
-                write!(f, "segment {start:#x}..{end:#x} is not inside guest RAM")
+                write!(f, "segment at {start:#x} is not inside guest RAM (it ends at {end:#x})")
             }
             Self::SegmentOverlapsLoaderArea { start } => write!(
                 f,
@@ -72,6 +142,49 @@ fn inside_ram(ram: &[RamRange], start: u64, end: u64) -> bool {
     ram.iter().any(|r| r.start <= start && end <= r.end)
 }
 
+/// sizeof(Elf64_Phdr).
+const PHDR64_SIZE: u16 = 56;
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+/// The ELF64 header's fields the `elf` crate would only report as a
+/// parse error, checked first so each refusal names its field.
+fn check_header(image: &[u8]) -> Result<(), LoadError> {
+    if image.len() < 64 {
+        return Err(LoadError::Truncated(image.len()));
+    }
+    if image[..4] != *b"\x7fELF" {
+        return Err(LoadError::BadMagic([image[0], image[1], image[2], image[3]]));
+    }
+    if image[4] != elf::abi::ELFCLASS64 {
+        return Err(LoadError::NotElf64(image[4]));
+    }
+    if image[5] != elf::abi::ELFDATA2LSB {
+        return Err(LoadError::NotLittleEndian(image[5]));
+    }
+    let phoff = u64::from_le_bytes(image[32..40].try_into().unwrap_or_default());
+    let (phentsize, phnum) = (le16(image, 54), le16(image, 56));
+    if phoff == 0 {
+        return Err(LoadError::NoProgramHeaders);
+    }
+    if phnum == elf::abi::PN_XNUM {
+        return Err(LoadError::ExtendedProgramHeaderCount);
+    }
+    if phnum == 0 {
+        return Err(LoadError::NoProgramHeaderEntries);
+    }
+    if phentsize != PHDR64_SIZE {
+        return Err(LoadError::ProgramHeaderSize(phentsize));
+    }
+    let table_end = phoff.checked_add(u64::from(phnum) * u64::from(PHDR64_SIZE));
+    if table_end.is_none_or(|end| end > image.len() as u64) {
+        return Err(LoadError::ProgramHeadersBeyondFile { offset: phoff, count: phnum, file: image.len() });
+    }
+    Ok(())
+}
+
 /// Copies the image into guest RAM, writes page tables and boot info.
 /// Returns the entry point.
 pub fn load(
@@ -84,6 +197,7 @@ pub fn load(
     if !inside_ram(ram, GUEST_RAM_START, IMAGE_BASE) {
         return Err(LoadError::RamDoesNotStartAtBase);
     }
+    check_header(image)?;
     let file = ElfBytes::<LittleEndian>::minimal_parse(image).map_err(LoadError::Elf)?;
     let h = &file.ehdr;
     if h.class != Class::ELF64 || h.e_machine != EM_X86_64 || h.e_type != ET_EXEC {
@@ -93,9 +207,7 @@ pub fn load(
             kind: h.e_type,
         });
     }
-    if h.e_phnum == elf::abi::PN_XNUM {
-        return Err(LoadError::ExtendedProgramHeaderCount);
-    }
+    let ram_bytes: u64 = ram.iter().map(|r| r.end - r.start).sum();
     let segments = file.segments().ok_or(LoadError::NoProgramHeaders)?;
     let mut loaded = 0;
     let mut entry_ok = false;
@@ -104,6 +216,20 @@ pub fn load(
         let end = start.checked_add(ph.p_memsz).ok_or(LoadError::SegmentOutsideRam { start, end: u64::MAX })?;
         if ph.p_filesz > ph.p_memsz {
             return Err(LoadError::SegmentFileSizeAboveMemorySize { start });
+        }
+        if ph.p_offset.checked_add(ph.p_filesz).is_none_or(|e| e > image.len() as u64) {
+            return Err(LoadError::SegmentDataBeyondFile {
+                start,
+                offset: ph.p_offset,
+                size: ph.p_filesz,
+                file: image.len(),
+            });
+        }
+        if ph.p_align > 1 && (!ph.p_align.is_power_of_two() || ph.p_offset % ph.p_align != ph.p_vaddr % ph.p_align) {
+            return Err(LoadError::SegmentAlignment { start, align: ph.p_align });
+        }
+        if ph.p_memsz > ram_bytes {
+            return Err(LoadError::SegmentLargerThanRam { start, size: ph.p_memsz, ram: ram_bytes });
         }
         if start < IMAGE_BASE {
             return Err(LoadError::SegmentOverlapsLoaderArea { start });

@@ -13,6 +13,7 @@
 mod arch;
 mod config;
 mod cpuid_cache;
+mod dma;
 mod events;
 mod exits;
 mod guard;
@@ -30,7 +31,7 @@ mod vpmu;
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
 use config::{BootConfig, SelfTest};
-use log::{error, info, warn};
+use log::{error, info};
 
 /// The hypervisor's ABI version, reported at boot and (later) to guests.
 pub const ABI_VERSION: u32 = 1;
@@ -104,11 +105,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
             verdict::fail("VMXON");
         }
     };
-    warn!(
-        "dma: no DMA remapping (VT-d) is set up: a device the guest could program could DMA into perfvisor's \
-         memory. The guest reaches no device here (every I/O port but the 8259s is refused, no MMIO is mapped), \
-         so it cannot program one; see README \"Threat model\""
-    );
+    dma::report(boot_info.rsdp_addr.into_option(), memory::phys_map());
     let vpmu = match vpmu::setup(caps, config.vpmu, config.vpmu_msr_lists) {
         Ok(v) => v,
         Err(e) => {

@@ -48,7 +48,7 @@ fn boot_bench(args: &[String]) -> Fallible<bool> {
     setup::ensure_emulators()?;
     crate::bochs_build::resolve(bochs_binary)?;
     let builder = Builder::new()?;
-    let bochs = Emulator::Bochs { model: "corei7_skylake_x".into(), pmu: BochsPmu::Counting, msrs: None };
+    let bochs = Emulator::Bochs { model: "corei7_skylake_x".into(), pmu: BochsPmu::Counting, msrs: None, cpus: 1 };
     let setups = [
         ("Bochs BIOS (corei7_skylake_x)", bochs.clone(), Firmware::Bios),
         ("Bochs UEFI (corei7_skylake_x, OVMF)", bochs, Firmware::Uefi),
@@ -104,7 +104,7 @@ fn exits_bench(args: &[String]) -> Fallible<bool> {
     for (label, config) in [("vPMU off", "guest=bench\nvpmu=off\n"), ("vPMU on", "guest=bench\n")] {
         let image = builder.image(Firmware::Bios, Some(config), GuestImage::TestKernel)?;
         let outcome = boot(&BootSpec {
-            emulator: Emulator::Bochs { model: model.clone(), pmu: BochsPmu::Counting, msrs: None },
+            emulator: Emulator::Bochs { model: model.clone(), pmu: BochsPmu::Counting, msrs: None, cpus: 1 },
             firmware: Firmware::Bios,
             image,
             run_dir: build_dir().join("runs").join(format!("bench-exits-{}", label.replace(' ', "-"))),
@@ -174,7 +174,7 @@ fn bochs_bench(args: &[String]) -> Fallible<bool> {
         for (k, (label, pmu)) in setups.iter().enumerate() {
             let before = children_cpu_seconds();
             let outcome = boot(&BootSpec {
-                emulator: Emulator::Bochs { model: model.clone(), pmu: *pmu, msrs: None },
+                emulator: Emulator::Bochs { model: model.clone(), pmu: *pmu, msrs: None, cpus: 1 },
                 firmware: Firmware::Bios,
                 image: image.clone(),
                 run_dir: build_dir().join("runs").join(format!("bench-bochs-{}-{i}", pmu_tag(*pmu))),

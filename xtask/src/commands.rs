@@ -282,7 +282,7 @@ impl BochsOptions {
             BochsPmu::Stock => self.msrs.clone().or_else(|| default_msrs(&model)),
             _ => self.msrs.clone(),
         };
-        Ok(Emulator::Bochs { model, pmu: self.pmu, msrs })
+        Ok(Emulator::Bochs { model, pmu: self.pmu, msrs, cpus: 1 })
     }
 }
 

@@ -91,6 +91,11 @@ impl Builder {
             ),
             // Deliberately not an ELF executable: the loader must refuse it in words.
             GuestImage::Malformed => Some(b"\x7fELF but not really an executable".to_vec()),
+            GuestImage::MalformedElf(defect) => {
+                let elf = std::fs::read(&self.stripped_guest)
+                    .map_err(|e| format!("reading {}: {e}", self.stripped_guest.display()))?;
+                Some(perfvisor_runner::malformed_elf::corrupt(&elf, defect).map_err(|e| format!("{defect:?}: {e}"))?)
+            }
             GuestImage::LinuxNative => unreachable!("handled above"),
         };
         // --- nonce (issue 11): perfvisor's ramdisk always carries the nonce slot ---

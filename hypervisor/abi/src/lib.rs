@@ -126,6 +126,9 @@ pub enum Scenario {
     Hostile = 6,
     /// One attack that ends the run ([`BootInfo::attack`] says which).
     Attack = 7,
+    /// The x2APIC ICR attacks aimed at CPU 1 (a machine with 2 CPUs):
+    /// INIT, SIPI, SMI and NMI, each a `hostile_*` test.
+    HostileIcr = 8,
 }
 
 /// The attacks of [`Scenario::Attack`], each ending the run: perfvisor
@@ -151,10 +154,41 @@ pub enum Attack {
     BochsShutdown = 8,
     /// A pass code (0x10) to QEMU's isa-debug-exit port 0xf4.
     DebugExit = 9,
+    // Memory probes: one access to a guest-physical address outside guest
+    // RAM (the guest prints `probe: ... guest-physical <addr>` first); each
+    // must end the guest with an EPT violation naming the address.
+    /// Read the last byte below the first guest RAM range (perfvisor's frame pool).
+    ProbeBelowRam = 10,
+    /// Read the first byte above the last guest RAM range.
+    ProbeAboveRam = 11,
+    /// Read the first byte of the first hole between guest RAM ranges.
+    ProbeHoleStart = 12,
+    /// Read the last byte of the first hole between guest RAM ranges.
+    ProbeHoleEnd = 13,
+    /// Read [`BootInfo::hypervisor_page`].
+    ProbeHypervisorRead = 14,
+    /// Write [`BootInfo::hypervisor_page`].
+    ProbeHypervisorWrite = 15,
+    /// Jump to [`BootInfo::hypervisor_page`].
+    ProbeHypervisorExec = 16,
+    /// Read physical page 0 (real-mode IVT).
+    ProbePage0 = 17,
+    /// Read the legacy VGA window at 0xa0000.
+    ProbeVga = 18,
+    /// Read the BIOS ROM's top page (0xfffff000, the reset vector's).
+    ProbeBiosRom = 19,
+    /// Read the local APIC page 0xfee00000 (xAPIC registers).
+    ProbeLocalApic = 20,
+    /// Read the IOAPIC at 0xfec00000.
+    ProbeIoApic = 21,
+    /// Read the HPET at 0xfed00000.
+    ProbeHpet = 22,
+    /// Read PCI MMIO at 0xe0000000 (Bochs' VBE framebuffer).
+    ProbePciMmio = 23,
 }
 
 impl Attack {
-    pub const ALL: [(&'static str, Attack); 9] = [
+    pub const ALL: [(&'static str, Attack); 23] = [
         ("forge-console", Self::ForgeConsole),
         ("forge-write", Self::ForgeWrite),
         ("hang-spin", Self::HangSpin),
@@ -164,6 +198,20 @@ impl Attack {
         ("reset-92", Self::ResetPort92),
         ("bochs-shutdown", Self::BochsShutdown),
         ("debug-exit", Self::DebugExit),
+        ("probe-below-ram", Self::ProbeBelowRam),
+        ("probe-above-ram", Self::ProbeAboveRam),
+        ("probe-hole-start", Self::ProbeHoleStart),
+        ("probe-hole-end", Self::ProbeHoleEnd),
+        ("probe-hypervisor-read", Self::ProbeHypervisorRead),
+        ("probe-hypervisor-write", Self::ProbeHypervisorWrite),
+        ("probe-hypervisor-exec", Self::ProbeHypervisorExec),
+        ("probe-page0", Self::ProbePage0),
+        ("probe-vga", Self::ProbeVga),
+        ("probe-bios-rom", Self::ProbeBiosRom),
+        ("probe-local-apic", Self::ProbeLocalApic),
+        ("probe-ioapic", Self::ProbeIoApic),
+        ("probe-hpet", Self::ProbeHpet),
+        ("probe-pci-mmio", Self::ProbePciMmio),
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -186,6 +234,7 @@ impl Scenario {
             5 => Self::PmuFuzz,
             6 => Self::Hostile,
             7 => Self::Attack,
+            8 => Self::HostileIcr,
             _ => return None,
         })
     }
@@ -199,6 +248,7 @@ impl Scenario {
             "bench" => Self::Bench,
             "pmu-fuzz" => Self::PmuFuzz,
             "hostile" => Self::Hostile,
+            "hostile-icr" => Self::HostileIcr,
             s if s.strip_prefix("attack:").is_some_and(|a| Attack::parse(a).is_some()) => Self::Attack,
             _ => return None,
         })

@@ -238,6 +238,51 @@ fn icr_refused() -> Outcome {
     Ok(text)
 }
 
+/// The ICR writes an OS makes to start CPU 1 (x2APIC ID 1), and NMI and
+/// SMI to it: each must #GP. Whether CPU 1 received anything is in Bochs'
+/// log, which the runner reads (`hostile_icr_aps_started`): the guest
+/// cannot place a trampoline where a SIPI could point (below 1 MiB is not
+/// guest RAM), so no marker of the AP's could show up in guest memory.
+fn icr_to_cpu1() -> Outcome {
+    let base = rdmsr(IA32_APIC_BASE).map_err(|v| fmt!("RDMSR APIC_BASE faulted ({v})"))?;
+    if base & (1 << 10) == 0 {
+        // SAFETY: x2APIC mode, as in `icr_refused`.
+        unsafe { wrmsr(IA32_APIC_BASE, base | 3 << 10) }.map_err(|v| fmt!("x2APIC enable faulted ({v})"))?;
+    }
+    let own = rdmsr(0x802).map_err(|v| fmt!("RDMSR x2APIC ID faulted ({v})"))?;
+    const CPU1: u64 = 1 << 32;
+    const ASSERT: u64 = 1 << 14;
+    const LEVEL: u64 = 1 << 15;
+    const LOGICAL: u64 = 1 << 11;
+    const VECTOR: u64 = 0x9f;
+    let ipis = [
+        5u64 << 8 | ASSERT | LEVEL | CPU1,
+        5 << 8 | LEVEL | CPU1,
+        6 << 8 | ASSERT | VECTOR | CPU1,
+        6 << 8 | ASSERT | VECTOR | CPU1,
+        4 << 8 | ASSERT | CPU1,
+        4 << 8 | ASSERT | LOGICAL | CPU1,
+        2 << 8 | ASSERT | CPU1,
+        5 << 8 | ASSERT | 3 << 18,
+        6 << 8 | ASSERT | VECTOR | 3 << 18,
+        4 << 8 | ASSERT | 2 << 18,
+    ];
+    let mut sent = 0;
+    for icr in ipis {
+        // SAFETY: must #GP (perfvisor refuses these IPIs); if one is sent,
+        // CPU 1 runs firmware code outside VMX: the check reports it.
+        if unsafe { wrmsr(X2APIC_ICR, icr) } != Err(GP) {
+            sent += 1;
+        }
+    }
+    let text = fmt!(
+        "{} ICR writes to CPU 1 (INIT assert/deassert, SIPI x2, NMI physical/logical, SMI, INIT/SIPI all-but-self, NMI to all) from x2APIC ID {own}: {sent} sent",
+        ipis.len()
+    );
+    ensure!(sent == 0, "{}", text.as_str());
+    Ok(text)
+}
+
 /// Every VMX instruction: #UD.
 fn vmx_instructions() -> Outcome {
     let region = [0u64; 2];
@@ -375,6 +420,51 @@ fn exit_flood() -> Outcome {
     Ok(text)
 }
 
+/// Guest events perfvisor refuses, each kind `FLOOD_EVENTS` times between
+/// `FLOOD <kind> begin` and `FLOOD <kind> end <n>` lines, after 16 of
+/// them (past the 8 logged per reason): the runner counts perfvisor's
+/// console bytes between the marks (`hostile_console_bytes_per_event`);
+/// the figure here is the cost in TSC ticks of each kind's exit.
+fn log_flood() -> Outcome {
+    const FLOOD_EVENTS: u64 = 1000;
+    let outcomes = core::cell::Cell::new(0u64);
+    let expect = |ok: bool| outcomes.set(outcomes.get() + u64::from(!ok));
+    let kinds: [(&str, u64, &dyn Fn()); 7] = [
+        ("cpuid", FLOOD_EVENTS, &|| {
+            core::hint::black_box(core::arch::x86_64::__cpuid_count(0, 0));
+        }),
+        ("known-hypercall", FLOOD_EVENTS, &|| {
+            core::hint::black_box(hypercall::vmcall(Hypercall::AbiVersion as u64, [0; 5]));
+        }),
+        ("unknown-hypercall", FLOOD_EVENTS, &|| expect(hypercall::vmcall(0xbad0_0001, [0; 5]) == HYPERCALL_ERROR)),
+        // SAFETY: port 0x80 is refused (the write dropped).
+        ("refused-port", FLOOD_EVENTS, &|| unsafe { Port::<u8>::new(0x80).write(0) }),
+        ("unknown-msr", FLOOD_EVENTS, &|| expect(rdmsr(0x1fff).is_err())),
+        ("vmx-instruction", FLOOD_EVENTS, &|| expect(stub_call!(s_vmxoff, s_vmxoff_end, 0, 0) == Err(UD))),
+        // SAFETY: must #GP (INIT to the other CPUs is refused).
+        ("icr-init", FLOOD_EVENTS, &|| expect(unsafe { wrmsr(X2APIC_ICR, 5 << 8 | 1 << 14 | 3 << 18) } == Err(GP))),
+    ];
+    let base = rdmsr(IA32_APIC_BASE).map_err(|v| fmt!("RDMSR APIC_BASE faulted ({v})"))?;
+    if base & (1 << 10) == 0 {
+        // SAFETY: x2APIC mode, for the ICR events.
+        unsafe { wrmsr(IA32_APIC_BASE, base | 3 << 10) }.map_err(|v| fmt!("x2APIC enable faulted ({v})"))?;
+    }
+    let mut text = Buf::new();
+    for (kind, n, event) in kinds {
+        for _ in 0..16 {
+            event();
+        }
+        hypercall::write(fmt!("FLOOD {kind} begin\n").as_str());
+        let each = ticks(n, event);
+        hypercall::write(fmt!("FLOOD {kind} end {n}\n").as_str());
+        let _ = core::fmt::Write::write_fmt(&mut text, format_args!("{kind} {each}, "));
+    }
+    let wrong = outcomes.get();
+    let text = fmt!("TSC ticks per exit: {}{wrong} events not refused as expected", text.as_str());
+    ensure!(wrong == 0, "{}", text.as_str());
+    Ok(text)
+}
+
 /// Identity-maps `linear`'s 4-KiB page onto the guest-RAM page `phys`,
 /// building tables (in guest RAM at `tables`, 4 pages) as needed.
 ///
@@ -465,7 +555,7 @@ global_asm!(
 
 /// Runs the hostile suite; returns the number that failed.
 pub fn run(info: &BootInfo) -> u64 {
-    let checks: [(&str, &dyn Fn() -> Outcome); 14] = [
+    let checks: [(&str, &dyn Fn() -> Outcome); 15] = [
         ("hostile_io_matrix", &io_matrix),
         ("hostile_io_devices_unreachable", &io_devices_unreachable),
         ("hostile_com1_emulated", &com1_emulated),
@@ -478,6 +568,7 @@ pub fn run(info: &BootInfo) -> u64 {
         ("hostile_cr_masked_bits", &cr_masked_bits),
         ("hostile_msr_matrix", &msr_matrix),
         ("hostile_exit_flood", &exit_flood),
+        ("hostile_log_flood", &log_flood),
         ("hostile_rip_edges", &|| rip_edges(info)),
         ("hostile_unknown_hypercall_refused", &|| {
             let r = hypercall::vmcall(0x1234, [0; 5]);
@@ -486,8 +577,17 @@ pub fn run(info: &BootInfo) -> u64 {
             Ok(text)
         }),
     ];
+    report_checks(&checks)
+}
+
+/// The 2-CPU scenario (`guest=hostile-icr`); returns the number that failed.
+pub fn run_icr() -> u64 {
+    report_checks(&[("hostile_icr_to_cpu1_refused", &icr_to_cpu1)])
+}
+
+fn report_checks(checks: &[(&str, &dyn Fn() -> Outcome)]) -> u64 {
     let mut failed = 0;
-    for (name, check) in checks {
+    for &(name, check) in checks {
         match check() {
             Ok(text) => {
                 figure(name, text.as_str());
@@ -503,10 +603,71 @@ pub fn run(info: &BootInfo) -> u64 {
     failed
 }
 
+/// The address a memory probe touches, and what it is; `None`: nothing
+/// to probe on this machine (no hole between guest RAM ranges).
+fn probe_target(attack: Attack, info: &BootInfo) -> Option<(u64, &'static str)> {
+    let ram = &info.ram[..(info.ram_count as usize).min(info.ram.len())];
+    let first_hole = ram.windows(2).find(|w| w[0].end < w[1].start);
+    Some(match attack {
+        Attack::ProbeBelowRam => (ram.first()?.start - 1, "the last byte below guest RAM"),
+        Attack::ProbeAboveRam => (ram.last()?.end, "the first byte above guest RAM"),
+        Attack::ProbeHoleStart => (first_hole?[0].end, "the first byte of the first hole in guest RAM"),
+        Attack::ProbeHoleEnd => (first_hole?[1].start - 1, "the last byte of the first hole in guest RAM"),
+        Attack::ProbeHypervisorRead | Attack::ProbeHypervisorWrite | Attack::ProbeHypervisorExec => {
+            (info.hypervisor_page, "a hypervisor page")
+        }
+        Attack::ProbePage0 => (0, "physical page 0"),
+        Attack::ProbeVga => (0xa_0000, "the VGA window"),
+        Attack::ProbeBiosRom => (0xffff_f000, "the BIOS ROM's top page"),
+        Attack::ProbeLocalApic => (0xfee0_0000, "the local APIC page"),
+        Attack::ProbeIoApic => (0xfec0_0000, "the IOAPIC"),
+        Attack::ProbeHpet => (0xfed0_0000, "the HPET"),
+        Attack::ProbePciMmio => (0xe000_0000, "PCI MMIO (the VBE framebuffer)"),
+        _ => return None,
+    })
+}
+
+/// One access to a guest-physical address outside guest RAM: perfvisor
+/// must stop the guest (EPT violation) before it returns.
+fn probe(attack: Attack, info: &BootInfo) -> ! {
+    let Some((addr, what)) = probe_target(attack, info) else {
+        hypercall::write("probe: this machine's guest RAM has no hole to probe\n");
+        hypercall::exit(91)
+    };
+    let access = match attack {
+        Attack::ProbeHypervisorWrite => "writing",
+        Attack::ProbeHypervisorExec => "executing",
+        _ => "reading",
+    };
+    hypercall::write(fmt!("probe: {access} {what} at guest-physical {addr:#x}\n").as_str());
+    // SAFETY: a deliberate access outside guest RAM (the identity page
+    // tables map the first 4 GiB); perfvisor must stop the guest with an
+    // EPT violation, so none of these returns under perfvisor.
+    let reached = unsafe {
+        match attack {
+            Attack::ProbeHypervisorWrite => {
+                core::ptr::write_volatile(addr as *mut u8, 0xcc);
+                0xcc
+            }
+            Attack::ProbeHypervisorExec => {
+                let f: extern "C" fn() = core::mem::transmute(addr as usize);
+                f();
+                0
+            }
+            _ => core::ptr::read_volatile(addr as *const u8),
+        }
+    };
+    hypercall::write(fmt!("probe: REACHED {addr:#x} (got {reached:#x}): isolation broken\n").as_str());
+    hypercall::exit(92)
+}
+
 /// One attack that ends the run; perfvisor must end it with a fail verdict.
 pub fn attack(info: &BootInfo) -> ! {
     let attack = Attack::from_raw(info.attack);
     hypercall::write(fmt!("attack: {attack:?}\n").as_str());
+    if let Some(a) = attack.filter(|&a| a as u32 >= Attack::ProbeBelowRam as u32) {
+        probe(a, info);
+    }
     // SAFETY: each is an attack perfvisor must stop; none returns normally
     // under perfvisor (it ends the guest), so the exit below reports it did.
     unsafe {
@@ -535,7 +696,7 @@ pub fn attack(info: &BootInfo) -> ! {
                 }
             }
             Some(Attack::DebugExit) => Port::<u32>::new(0xf4).write(0x10),
-            None => {}
+            Some(_) | None => {}
         }
     }
     hypercall::write("attack: perfvisor let it through\n");

@@ -63,6 +63,7 @@ extern "C" fn _start(info: *const BootInfo) -> ! {
             hypercall::exit(0)
         }
         Some(Scenario::Hostile) => hypercall::exit(u64::from(hostile::run(info) != 0)),
+        Some(Scenario::HostileIcr) => hypercall::exit(u64::from(hostile::run_icr() != 0)),
         Some(Scenario::Attack) => hostile::attack(info),
         None => {
             hypercall::write("guest: unknown scenario\n");

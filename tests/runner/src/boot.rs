@@ -248,7 +248,12 @@ mod tests {
 
     #[test]
     fn fail_reason_is_extracted() {
-        let bochs = Emulator::Bochs { model: "tigerlake".into(), pmu: crate::emulator::BochsPmu::Counting, msrs: None };
+        let bochs = Emulator::Bochs {
+            model: "tigerlake".into(),
+            pmu: crate::emulator::BochsPmu::Counting,
+            msrs: None,
+            cpus: 1,
+        };
         let v = judge(&bochs, Some(1), "perfvisor: verdict FAIL (no VMX)\n", None, Path::new("/tmp"));
         assert_eq!(v, Verdict::Fail("no VMX".into()));
         // Bochs exits 1 for its own panics too: without the line it is no verdict.

@@ -77,8 +77,9 @@ pub enum Emulator {
     Qemu { kvm: bool, cpu: Option<String> },
     /// Bochs 2.7 with one of its predefined CPU models
     /// (`corei7_skylake_x`: PMU v4; `tigerlake`: PMU v5), its PMU, and an
-    /// optional `msrs=` file of extra MSRs.
-    Bochs { model: String, pmu: BochsPmu, msrs: Option<PathBuf> },
+    /// optional `msrs=` file of extra MSRs; `cpus` CPUs (`cpu: count=`;
+    /// perfvisor runs on the first, the others wait for a SIPI).
+    Bochs { model: String, pmu: BochsPmu, msrs: Option<PathBuf>, cpus: u8 },
 }
 
 impl fmt::Display for Emulator {
@@ -87,6 +88,7 @@ impl fmt::Display for Emulator {
             Self::Qemu { kvm: true, .. } => f.write_str("QEMU/KVM"),
             Self::Qemu { kvm: false, .. } => f.write_str("QEMU TCG"),
             Self::Bochs { model, pmu: BochsPmu::Stock, .. } => write!(f, "Bochs {model} (stock PMU registers)"),
+            Self::Bochs { model, cpus: 2.., .. } => write!(f, "Bochs {model} (counting PMU, several CPUs)"),
             Self::Bochs { model, .. } => write!(f, "Bochs {model} (counting PMU)"),
         }
     }
@@ -113,7 +115,9 @@ impl Emulator {
     pub fn command(&self, firmware: Firmware, disk: &Path, run_dir: &Path, gdb: bool) -> std::io::Result<Command> {
         match self {
             Self::Qemu { kvm, cpu } => Ok(qemu_command(*kvm, cpu.as_deref(), firmware, disk, run_dir, gdb)),
-            Self::Bochs { model, pmu, msrs } => bochs_command(model, *pmu, msrs.as_deref(), firmware, disk, run_dir),
+            Self::Bochs { model, pmu, msrs, cpus } => {
+                bochs_command(model, *pmu, msrs.as_deref(), *cpus, firmware, disk, run_dir)
+            }
         }
     }
 }
@@ -159,6 +163,7 @@ fn bochs_command(
     model: &str,
     pmu: BochsPmu,
     msrs: Option<&Path>,
+    cpus: u8,
     firmware: Firmware,
     disk: &Path,
     run_dir: &Path,
@@ -210,7 +215,7 @@ fn bochs_command(
          sound: driver=dummy\n\
          speaker: enabled=0\n\
          # ignore_bad_msrs=0: a missing MSR raises #GP as on hardware.\n\
-         cpu: model={model}, count=1, ips=50000000, reset_on_triple_fault=0, ignore_bad_msrs=0{pmu_option}{msrs_option}\n\
+         cpu: model={model}, count={cpus}, ips=50000000, reset_on_triple_fault=0, ignore_bad_msrs=0{pmu_option}{msrs_option}\n\
          clock: sync=none, time0=946684800\n\
          log: \"{log}\"\n",
         vgabios = paths::BOCHS_VGABIOS,

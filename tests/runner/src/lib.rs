@@ -9,4 +9,5 @@ pub mod emulator;
 pub mod hostile_cases;
 pub mod kvm;
 pub mod linux_cases;
+pub mod malformed_elf;
 pub mod summary;

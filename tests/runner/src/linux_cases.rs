@@ -25,7 +25,12 @@ const LINUX_LIMIT: Duration = Duration::from_secs(240);
 fn native(name: &'static str, model: &str, lines: &'static [&'static str]) -> Case {
     Case {
         name,
-        emulator: Emulator::Bochs { model: model.into(), pmu: BochsPmu::Counting, msrs: Some(LINUX_MSRS.into()) },
+        emulator: Emulator::Bochs {
+            model: model.into(),
+            pmu: BochsPmu::Counting,
+            msrs: Some(LINUX_MSRS.into()),
+            cpus: 1,
+        },
         firmware: Firmware::Bios,
         config: None,
         guest: GuestImage::LinuxNative,
