@@ -409,44 +409,8 @@ fn core_cases() -> Vec<Case> {
             timeout: BOCHS_BIOS_LIMIT,
             needs: Needs::Nothing,
         },
-        Case {
-            name: "bochs-pmu-native-tigerlake",
-            emulator: bochs("tigerlake"),
-            firmware: Firmware::Bios,
-            config: None,
-            guest: GuestImage::NoHypervisor,
-            guest_suite: true,
-            repeatable_line: None,
-            // The counting PMU on the bare CPU must pass every conformance
-            // check a hardware PMU passes.
-            expect: Expect::Pass,
-            lines: &[
-                "perfvisor-pmu-native: PMU conformance checks on the bare CPU",
-                "pmu: version 5",
-                " run, 0 failed",
-            ],
-            timeout: BOCHS_BIOS_LIMIT,
-            needs: Needs::Nothing,
-        },
-        Case {
-            name: "bochs-pmu-native-skylake-x",
-            emulator: bochs("corei7_skylake_x"),
-            firmware: Firmware::Bios,
-            config: None,
-            guest: GuestImage::NoHypervisor,
-            guest_suite: true,
-            repeatable_line: None,
-            // The counting PMU on the bare CPU must pass every conformance
-            // check a hardware PMU passes.
-            expect: Expect::Pass,
-            lines: &[
-                "perfvisor-pmu-native: PMU conformance checks on the bare CPU",
-                "pmu: version 4",
-                " run, 0 failed",
-            ],
-            timeout: BOCHS_BIOS_LIMIT,
-            needs: Needs::Nothing,
-        },
+        pmu_native("bochs-pmu-native-tigerlake", "tigerlake", &[NATIVE_BANNER, "pmu: version 5", " run, 0 failed"]),
+        pmu_native("bochs-pmu-native-skylake-x", "corei7_skylake_x", &[NATIVE_BANNER, "pmu: version 4", " run, 0 failed"]),
         Case {
             name: "bochs-pmu-native-tigerlake-registers",
             emulator: bochs_pmu_registers("tigerlake"),
@@ -504,6 +468,26 @@ fn core_cases() -> Vec<Case> {
             needs: Needs::NestedKvm,
         },
     ]
+}
+
+const NATIVE_BANNER: &str = "perfvisor-pmu-native: PMU conformance checks on the bare CPU";
+
+/// The native PMU conformance kernel on the counting PMU of `model`: the
+/// bare CPU must pass every conformance check a hardware PMU passes.
+fn pmu_native(name: &'static str, model: &str, lines: &'static [&'static str]) -> Case {
+    Case {
+        name,
+        emulator: bochs(model),
+        firmware: Firmware::Bios,
+        config: None,
+        guest: GuestImage::NoHypervisor,
+        guest_suite: true,
+        repeatable_line: None,
+        expect: Expect::Pass,
+        lines,
+        timeout: BOCHS_BIOS_LIMIT,
+        needs: Needs::Nothing,
+    }
 }
 
 /// The images the cases need.
@@ -625,7 +609,13 @@ pub fn run_case(case: &Case, image: &Path, run_root: &Path, kvm: &Result<(), Str
 pub fn guest_tests(serial: &str) -> Vec<(String, Outcome)> {
     serial
         .lines()
-        .filter_map(|l| l.strip_prefix("TEST ").or_else(|| l.strip_prefix("LINUXTEST ")))
+        // A Linux guest's console lines reach the log as `guest: ` lines:
+        // only LINUXTEST lines are taken from them (TEST lines are perfvisor's own).
+        .filter_map(|l| {
+            l.strip_prefix("TEST ")
+                .or_else(|| l.strip_prefix("LINUXTEST "))
+                .or_else(|| l.strip_prefix("guest: LINUXTEST "))
+        })
         .filter_map(|rest| rest.split_once(" ... "))
         .map(|(name, status)| {
             let reason = |prefix: &str| {
