@@ -12,6 +12,11 @@
 //! <config bytes><guest bytes><nonce bytes>
 //! ```
 //!
+//! A Linux guest's bundle has, instead of `guest`, the parts
+//! tests/linux-native reads (`crate::linux`): `setup`, `vmlinux-headers`,
+//! `vmlinux-flat.lz4`, `vmlinux`, `bzimage`, `initrd`, `initrd.lz4`,
+//! `cmdline`.
+//!
 //! The nonce is the test runner's secret for one run (it patches the
 //! placeholder in its copy of the disk image): perfvisor copies it into
 //! its own memory, zeroes it in the ramdisk, and prints it in the verdict
@@ -60,12 +65,14 @@ pub struct Ramdisk<'a> {
     pub config: Option<&'a [u8]>,
     pub guest: Option<&'a [u8]>,
     pub nonce: Option<&'a [u8]>,
+    /// The bundle carries a Linux kernel (`crate::linux::PARTS`).
+    pub linux: bool,
 }
 
 /// Splits the ramdisk into config and guest image; `Err` says what is malformed.
 pub fn split_ramdisk(bytes: &[u8]) -> Result<Ramdisk<'_>, &'static str> {
     let Some(rest) = bytes.strip_prefix(BUNDLE_MAGIC.as_bytes()) else {
-        return Ok(Ramdisk { config: Some(bytes), guest: None, nonce: None });
+        return Ok(Ramdisk { config: Some(bytes), ..Ramdisk::default() });
     };
     let header_end = rest.windows(2).position(|w| w == b"\n\n").ok_or("bundle header has no terminating empty line")?;
     let header = core::str::from_utf8(&rest[..header_end]).map_err(|_| "bundle header is not text")?;
@@ -83,7 +90,11 @@ pub fn split_ramdisk(bytes: &[u8]) -> Result<Ramdisk<'_>, &'static str> {
             "config" => parts.config = Some(part),
             "guest" => parts.guest = Some(part),
             "nonce" => parts.nonce = Some(part),
-            _ => return Err("unknown bundle part (known: config, guest, nonce)"),
+            linux if crate::linux::PARTS.contains(&linux) => parts.linux |= crate::linux::is_kernel_part(linux),
+            _ => {
+                return Err("unknown bundle part (known: config, guest, nonce, and a Linux guest's setup, \
+                            vmlinux-headers, vmlinux-flat.lz4, vmlinux, bzimage, initrd, initrd.lz4, cmdline)")
+            }
         }
     }
     Ok(parts)

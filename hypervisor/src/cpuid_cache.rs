@@ -24,6 +24,16 @@ fn has_subleaves(leaf: u32) -> bool {
     matches!(leaf, 0x4 | 0x7 | 0xb | 0xd | 0xf | 0x10 | 0x12 | 0x14 | 0x17 | 0x18 | 0x1d | 0x1e | 0x1f | 0x20 | 0x23)
 }
 
+/// CPUID bits a Linux guest does not see: (leaf, register, bit, why);
+/// sub-leaf 0.
+const LINUX_HIDDEN: [(u32, char, u32, &str); 5] = [
+    (1, 'd', 21, "DS (BTS/PEBS buffers): not virtualised; MISC_ENABLE says BTS/PEBS unavailable too"),
+    (1, 'c', 2, "DTES64: part of DS"),
+    (1, 'c', 4, "DS-CPL: part of DS"),
+    (7, 'b', 25, "Intel PT: not virtualised"),
+    (7, 'd', 19, "architectural LBRs: not virtualised"),
+];
+
 pub struct CpuidCache {
     basic: [[CpuidRegs; SUBLEAVES]; BASIC_LEAVES],
     extended: [CpuidRegs; EXTENDED_LEAVES],
@@ -40,7 +50,12 @@ impl CpuidCache {
     /// Reads the host's leaves and applies the guest's view: the
     /// hypervisor bit set; VMX hidden (no nested virtualization); the
     /// guest's PMU in leaves 0AH and 23H, PDCM and CPUID.(7,1):EAX[8].
-    pub fn build(pmu: &pmu::guest::GuestPmu) -> Self {
+    ///
+    /// A Linux guest (`linux`) also loses what perfvisor does not
+    /// virtualise and Linux would use (REFERENCE.md §6, issue 10): DS, DTES64
+    /// and DS-CPL (with them Linux picks PEBS for `cycles:P` and records
+    /// nothing), Intel PT and architectural LBRs.
+    pub fn build(pmu: &pmu::guest::GuestPmu, linux: bool) -> Self {
         let max_basic = cpuid(0, 0).eax.min(BASIC_LEAVES as u32 - 1);
         let max_extended = cpuid(EXTENDED_BASE, 0).eax.min(EXTENDED_BASE + EXTENDED_LEAVES as u32 - 1);
         let mut c = Self {
@@ -64,6 +79,19 @@ impl CpuidCache {
         leaf1.ecx = (leaf1.ecx | LEAF1_ECX_HYPERVISOR) & !(LEAF1_ECX_VMX | LEAF1_ECX_PDCM);
         if pmu.layout.pdcm && pmu.layout.version > 0 {
             leaf1.ecx |= LEAF1_ECX_PDCM;
+        }
+        if linux {
+            for (leaf, reg, bit, _why) in LINUX_HIDDEN {
+                if leaf <= max_basic {
+                    let regs = &mut c.basic[leaf as usize][0];
+                    let r = match reg {
+                        'b' => &mut regs.ebx,
+                        'c' => &mut regs.ecx,
+                        _ => &mut regs.edx,
+                    };
+                    *r &= !(1 << bit);
+                }
+            }
         }
         if max_basic >= 0xa {
             c.basic[0xa][0] = pmu.cpuid_0a();

@@ -88,6 +88,8 @@ pub struct Guest {
     pub ram: [RamRange; perfvisor_abi::MAX_RAM_RANGES],
     pub ram_count: usize,
     pub exits: [u64; COUNTED_REASONS],
+    /// The guest is Linux: `crate::linux`'s MSR and port policy applies.
+    pub linux: bool,
 }
 
 /// A guest MSR access that must #GP.
@@ -338,6 +340,7 @@ impl Guest {
             IA32_FEATURE_CONTROL => Ok(1),
             IA32_PAT => Ok(v.read64(Vmcs64::GuestPat)?),
             IA32_EFER => Ok(v.read64(Vmcs64::GuestEfer)?),
+            _ if self.linux => crate::linux::read_msr(msr).ok_or(InjectGp),
             _ => Err(InjectGp),
         })
     }
@@ -374,6 +377,7 @@ impl Guest {
                     Ok(v.write64(Vmcs64::GuestEfer, value)?)
                 }
             }
+            _ if self.linux && crate::linux::read_msr(msr).is_some_and(|now| now == value) => Ok(()),
             _ => Err(InjectGp),
         })
     }

@@ -22,6 +22,11 @@
 //! - #MC in guest mode exits (exception bitmap) and ends the guest.
 //! - The hang watchdog ([`crate::events`]).
 //! - Log lines a guest can trigger are rate-limited per reason.
+//!
+//! A Linux guest (`crate::linux`) gets a wider policy where Linux needs it
+//! (its tables: passed-through timer and RTC ports, emulated MSRs, its
+//! verdict port 0xf4, low memory, ACPI and I/O APIC pages); everything
+//! above holds for it too.
 
 use crate::arch::msr::{rdmsr_checked, wrmsr_checked, xsetbv_checked};
 use crate::exits::{Guest, GuestEnd};
@@ -202,7 +207,7 @@ impl Guard {
             ActiveVmcs.write_natural(VmcsNatural::HostCr4, x86_64::registers::control::Cr4::read_raw())?;
         }
         if watchdog_ms == 0 {
-            info!("watchdog: off (boot config watchdog=0)");
+            info!("watchdog: off (watchdog=0, or a Linux guest)");
             return Ok(guard);
         }
         let save = caps.exit.allows(vmx::controls::ExitControls::SAVE_PREEMPTION_TIMER.bits());
@@ -529,6 +534,11 @@ impl Guest {
             }
             inject(GP, Some(0))?;
             return Ok(None);
+        }
+        if self.linux && q.port() == crate::linux::EXIT_PORT && !q.is_in() {
+            let status = u64::from(self.vcpu.regs.rax as u8 != 0x10);
+            info!("linux: the guest wrote {:#x} to port {:#x} (its verdict port)", self.vcpu.regs.rax as u8, q.port());
+            return Ok(Some(GuestEnd::Exited(status)));
         }
         let size = u16::from(q.size());
         let mut result: u32 = 0;

@@ -17,6 +17,7 @@ mod dma;
 mod events;
 mod exits;
 mod guard;
+mod linux;
 mod loader;
 mod memory;
 mod pmi;
@@ -65,7 +66,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     arch::gdt::init();
     arch::idt::init();
 
-    let (config, guest_image) = read_ramdisk(boot_info);
+    let (mut config, guest_image, linux_bundle) = read_ramdisk(boot_info);
+    if linux_bundle.is_some() && config.watchdog_ms != 0 {
+        // The watchdog counts hypercalls as progress; Linux makes none.
+        config.watchdog_ms = 0;
+    }
     if let Some(level) = config.log_level {
         serial::init_logger(level);
     }
@@ -113,39 +118,83 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
             verdict::fail("vPMU configuration");
         }
     };
-    run_guest(caps, guest_image, &config, vmxon_region.0, vpmu)
+    let guest = match linux_bundle {
+        Some(bundle) => GuestKind::Linux { bundle, rsdp: boot_info.rsdp_addr.into_option() },
+        None => GuestKind::TestKernel(guest_image),
+    };
+    run_guest(caps, guest, &config, vmxon_region.0, vpmu)
+}
+
+/// What the ramdisk asks perfvisor to run.
+enum GuestKind {
+    /// The test kernel (an ELF executable), if the ramdisk has one.
+    TestKernel(Option<&'static [u8]>),
+    /// A Linux kernel with its initrd and command line (`linux.rs`).
+    Linux { bundle: &'static [u8], rsdp: Option<u64> },
 }
 
 /// Loads the guest, runs it to its end, and gives the verdict.
 fn run_guest(
     caps: &vmx::VmxCaps,
-    image: Option<&[u8]>,
+    guest: GuestKind,
     config: &BootConfig,
     hypervisor_page: u64,
     mut vpmu: vpmu::Vpmu,
 ) -> ! {
-    let Some(image) = image else {
-        error!("guest: the ramdisk has no guest image (cargo xtask builds images with one; see `cargo xtask help`)");
-        verdict::fail("no guest image");
-    };
     let (ram, ram_count) = memory::guest_ram();
     let ram_bytes: u64 = ram[..ram_count].iter().map(|r| r.end - r.start).sum();
     info!("guest: {} MiB of RAM in {ram_count} ranges from {:#x}", ram_bytes >> 20, ram[0].start);
     let scenario = config.scenario;
-    let entry = match loader::load(image, &ram[..ram_count], scenario, config.attack, hypervisor_page) {
-        Ok(entry) => entry,
-        Err(e) => {
-            error!("guest: the guest image ({} bytes) is unusable: {e}", image.len());
-            verdict::fail("bad guest image");
+    let (start, entry) = match guest {
+        GuestKind::TestKernel(None) => {
+            error!(
+                "guest: the ramdisk has no guest image (cargo xtask builds images with one; see `cargo xtask help`)"
+            );
+            verdict::fail("no guest image");
+        }
+        GuestKind::TestKernel(Some(image)) => {
+            let entry = match loader::load(image, &ram[..ram_count], scenario, config.attack, hypervisor_page) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    error!("guest: the guest image ({} bytes) is unusable: {e}", image.len());
+                    verdict::fail("bad guest image");
+                }
+            };
+            let start = vcpu::GuestStart {
+                rip: entry,
+                // As if `call`ed: RSP + 8 is 16-byte aligned at the entry (SysV ABI).
+                rsp: perfvisor_abi::layout::STACK_TOP - 8,
+                cr3: loader::GUEST_CR3,
+                rdi: perfvisor_abi::layout::BOOT_INFO,
+                rsi: 0,
+                linux: None,
+            };
+            (start, entry)
+        }
+        GuestKind::Linux { bundle, rsdp } => {
+            let (low, low_count) = memory::low_ram(linux::LOW_RAM_END);
+            let (acpi, acpi_count) = memory::acpi_regions();
+            let loaded = match linux::load(bundle, &ram[..ram_count], &low[..low_count], &acpi[..acpi_count], rsdp) {
+                Ok(l) => l,
+                Err(e) => {
+                    error!("linux: the Linux guest cannot be loaded: {e}");
+                    verdict::fail("bad Linux guest");
+                }
+            };
+            info!("linux: watchdog off (Linux makes no hypercalls, the watchdog's sign of progress)");
+            linux::enable_x2apic();
+            let start = vcpu::GuestStart {
+                rip: loaded.entry,
+                rsp: 0,
+                cr3: loaded.cr3,
+                rdi: 0,
+                rsi: loaded.zero_page,
+                linux: Some(vcpu::LinuxPlatform { gdt: loaded.gdt, low, low_count, acpi, acpi_count }),
+            };
+            (start, loaded.entry)
         }
     };
-    let start = vcpu::GuestStart {
-        rip: entry,
-        // As if `call`ed: RSP + 8 is 16-byte aligned at the entry (SysV ABI).
-        rsp: perfvisor_abi::layout::STACK_TOP - 8,
-        cr3: loader::GUEST_CR3,
-        rdi: perfvisor_abi::layout::BOOT_INFO,
-    };
+    let is_linux = start.linux.is_some();
     let other_context = match vpmu.prepare_other_context() {
         Ok(c) => c,
         Err(_) => {
@@ -164,7 +213,7 @@ fn run_guest(
             verdict::fail("VMCS setup");
         }
     };
-    let cpuid = cpuid_cache::CpuidCache::build(&vpmu.guest);
+    let cpuid = cpuid_cache::CpuidCache::build(&vpmu.guest, is_linux);
     let guard = match guard::Guard::new(caps, config.watchdog_ms) {
         Ok(g) => g,
         Err(e) => {
@@ -182,8 +231,13 @@ fn run_guest(
         ram,
         ram_count,
         exits: [0; exits::COUNTED_REASONS],
+        linux: is_linux,
     };
-    info!("guest: starting ({scenario:?}) at {entry:#x}");
+    if is_linux {
+        info!("guest: starting Linux at {entry:#x}");
+    } else {
+        info!("guest: starting ({scenario:?}) at {entry:#x}");
+    }
     let end = guest.run();
     guest.guard.end(&guest.exits);
     guest.end_pmu();
@@ -204,9 +258,10 @@ fn run_guest(
 /// The ramdisk: a boot config and/or a guest image (see `config.rs`). The
 /// run's nonce, if any, is copied into perfvisor's memory and zeroed in the
 /// ramdisk.
-fn read_ramdisk(boot_info: &BootInfo) -> (BootConfig, Option<&'static [u8]>) {
+/// The third value: the whole ramdisk when it carries a Linux guest.
+fn read_ramdisk(boot_info: &BootInfo) -> (BootConfig, Option<&'static [u8]>, Option<&'static [u8]>) {
     let Some(addr) = boot_info.ramdisk_addr.into_option() else {
-        return (BootConfig::DEFAULT, None);
+        return (BootConfig::DEFAULT, None, None);
     };
     // SAFETY: the bootloader maps the ramdisk writable at `ramdisk_addr`
     // for `ramdisk_len` bytes, never unmaps it, and nothing else refers to it.
@@ -256,7 +311,7 @@ fn read_ramdisk(boot_info: &BootInfo) -> (BootConfig, Option<&'static [u8]>) {
             }
         }
     });
-    (config, parts.guest)
+    (config, parts.guest, parts.linux.then_some(bytes))
 }
 
 #[cfg(target_os = "none")]

@@ -113,6 +113,72 @@ pub fn guest_ram() -> ([RamRange; MAX_RAM_RANGES], usize) {
     (ranges, n)
 }
 
+/// Usable memory below `end` (at most 1 MiB: perfvisor's frame pool starts
+/// there, so these pages are never its own), page-aligned: a Linux
+/// guest's low memory.
+pub fn low_ram(end: u64) -> ([RamRange; MAX_RAM_RANGES], usize) {
+    let mut ranges = [RamRange::default(); MAX_RAM_RANGES];
+    let mut n = 0;
+    let frames = FRAMES.lock();
+    let Some(alloc) = frames.as_ref() else {
+        return (ranges, 0);
+    };
+    let end = end.min(LOWEST_FRAME);
+    for r in alloc.regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable && r.start < end) {
+        let start = r.start.next_multiple_of(FRAME_SIZE);
+        let stop = r.end.min(end) & !(FRAME_SIZE - 1);
+        if start >= stop || n == MAX_RAM_RANGES {
+            continue;
+        }
+        if n > 0 && ranges[n - 1].end == start {
+            ranges[n - 1].end = stop;
+        } else {
+            ranges[n] = RamRange { start, end: stop };
+            n += 1;
+        }
+    }
+    (ranges, n)
+}
+
+/// Whether the page at `addr` (below 1 MiB) is firmware's or unlisted:
+/// neither usable memory nor the bootloader's (a Linux guest may read it).
+pub fn low_page_is_firmware(addr: u64) -> bool {
+    let frames = FRAMES.lock();
+    let Some(alloc) = frames.as_ref() else { return false };
+    match alloc.regions.iter().find(|r| r.start <= addr && addr < r.end) {
+        Some(r) => !matches!(r.kind, MemoryRegionKind::Usable | MemoryRegionKind::Bootloader),
+        None => true,
+    }
+}
+
+/// The firmware's ACPI regions above 1 MiB (ACPI tables, ACPI NVS; BIOS
+/// e820 types 3 and 4, UEFI types 9 and 10) with their e820 type codes:
+/// a Linux guest reads its ACPI tables there.
+pub fn acpi_regions() -> ([(RamRange, u32); MAX_RAM_RANGES], usize) {
+    let mut out = [(RamRange::default(), 0); MAX_RAM_RANGES];
+    let mut n = 0;
+    let frames = FRAMES.lock();
+    let Some(alloc) = frames.as_ref() else {
+        return (out, 0);
+    };
+    for r in alloc.regions.iter() {
+        let code = match r.kind {
+            MemoryRegionKind::UnknownBios(c @ (3 | 4)) => c,
+            MemoryRegionKind::UnknownUefi(9) => 3,
+            MemoryRegionKind::UnknownUefi(10) => 4,
+            _ => continue,
+        };
+        let start = r.start & !(FRAME_SIZE - 1);
+        let end = r.end.next_multiple_of(FRAME_SIZE);
+        if start < LOWEST_FRAME || n == MAX_RAM_RANGES {
+            continue;
+        }
+        out[n] = (RamRange { start, end }, code);
+        n += 1;
+    }
+    (out, n)
+}
+
 /// EPT tables come from the hypervisor's pool.
 pub struct PoolFrames;
 

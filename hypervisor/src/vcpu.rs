@@ -164,6 +164,21 @@ pub struct GuestStart {
     pub rsp: u64,
     pub cr3: u64,
     pub rdi: u64,
+    pub rsi: u64,
+    /// A Linux guest's platform (`crate::linux`); `None`: the test kernel's.
+    pub linux: Option<LinuxPlatform>,
+}
+
+/// What a Linux guest gets beyond the test kernel's platform.
+pub struct LinuxPlatform {
+    /// The boot protocol's GDT (guest-physical, identity-mapped).
+    pub gdt: u64,
+    /// Usable low memory (below 640 KiB).
+    pub low: [perfvisor_abi::RamRange; perfvisor_abi::MAX_RAM_RANGES],
+    pub low_count: usize,
+    /// The firmware's ACPI regions (e820 type 3 or 4), mapped for the guest.
+    pub acpi: [(perfvisor_abi::RamRange, u32); perfvisor_abi::MAX_RAM_RANGES],
+    pub acpi_count: usize,
 }
 
 pub struct Vcpu {
@@ -245,6 +260,19 @@ impl Vcpu {
                 let byte = map.ptr::<u8>(frame.0 + u64::from((port & 0x7fff) / 8));
                 *byte &= !(1 << (port % 8));
             }
+            if start.linux.is_some() {
+                for (ports, _why) in crate::linux::IO_PASSTHROUGH {
+                    for port in ports.clone() {
+                        let frame = io_bitmaps[usize::from(port >> 15)];
+                        let byte = map.ptr::<u8>(frame.0 + u64::from((port & 0x7fff) / 8));
+                        *byte &= !(1 << (port % 8));
+                    }
+                }
+                for msr in crate::linux::PASSTHROUGH_MSRS {
+                    let _ = bitmap.set_read(msr, Intercept::PassThrough);
+                    let _ = bitmap.set_write(msr, Intercept::PassThrough);
+                }
+            }
             let global_ctrl = |value| MsrEntry { index: pmu::msr::IA32_PERF_GLOBAL_CTRL, reserved: 0, value };
             if let Some(list) = guest_list {
                 map.ptr::<MsrEntry>(list.0).write(global_ctrl(vpmu.engine.global_ctrl));
@@ -263,6 +291,34 @@ impl Vcpu {
         for r in ram {
             ept.map(&mut frames, r.start, r.start, r.end - r.start, EptPerms::RWX, MemoryType::WriteBack)
                 .map_err(SetupError::Ept)?;
+        }
+        if let Some(linux) = &start.linux {
+            for r in &linux.low[..linux.low_count] {
+                ept.map(&mut frames, r.start, r.start, r.end - r.start, EptPerms::RWX, MemoryType::WriteBack)
+                    .map_err(SetupError::Ept)?;
+            }
+            // Firmware's low pages (BIOS data, EBDA, VGA memory, option and
+            // system ROMs, unlisted holes): read-only, uncached above 640 KiB
+            // (Linux reads the EBDA, the MP table and ROM signatures there).
+            // The bootloader's pages stay unmapped.
+            // The I/O APIC's registers (uncached): the guest routes its
+            // interrupts (it cannot start other CPUs through it: no SIPI
+            // delivery mode; README "Threat model").
+            let ioapic = crate::linux::IOAPIC_PAGE;
+            ept.map(&mut frames, ioapic, ioapic, 4096, EptPerms::READ | EptPerms::WRITE, MemoryType::Uncacheable)
+                .map_err(SetupError::Ept)?;
+            // The ACPI tables and NVS: the firmware's, not perfvisor's.
+            for (r, _) in &linux.acpi[..linux.acpi_count] {
+                ept.map(&mut frames, r.start, r.start, r.end - r.start, EptPerms::RWX, MemoryType::WriteBack)
+                    .map_err(SetupError::Ept)?;
+            }
+            for page in (0..crate::linux::LOW_END).step_by(4096) {
+                if memory::low_page_is_firmware(page) {
+                    let kind =
+                        if page < crate::linux::LOW_RAM_END { MemoryType::WriteBack } else { MemoryType::Uncacheable };
+                    ept.map(&mut frames, page, page, 4096, EptPerms::READ, kind).map_err(SetupError::Ept)?;
+                }
+            }
         }
         let eptp = ept.eptp(false);
 
@@ -311,7 +367,7 @@ impl Vcpu {
             *slot = (r.start, r.end);
         }
         Ok(Self {
-            regs: GuestRegisters { rdi: start.rdi, ..Default::default() },
+            regs: GuestRegisters { rdi: start.rdi, rsi: start.rsi, ..Default::default() },
             launched: false,
             msr_bitmap,
             global_ctrl_list: guest_list,
@@ -532,13 +588,16 @@ fn write_guest_state(v: &mut ActiveVmcs, caps: &VmxCaps, start: &GuestStart) -> 
             DATA,
         ),
     ];
+    // A Linux guest: the boot protocol's selectors (CS 0x10, data 0x18) in its GDT.
+    let (code_sel, data_sel, tr_sel) = if start.linux.is_some() { (0x10, 0x18, 0x20) } else { (0x08, 0x10, 0x18) };
     for (selector, limit, rights, base, value, ar) in segments {
+        let value = if value == 0x08 { code_sel } else { data_sel };
         v.write16(selector, value)?;
         v.write32(limit, 0xffff_ffff)?;
         v.write32(rights, ar)?;
         v.write_natural(base, 0)?;
     }
-    v.write16(Vmcs16::GuestTrSelector, 0x18)?;
+    v.write16(Vmcs16::GuestTrSelector, tr_sel)?;
     v.write32(Vmcs32::GuestTrLimit, 0x67)?;
     v.write32(Vmcs32::GuestTrAccessRights, TSS_BUSY)?;
     v.write_natural(VmcsNatural::GuestTrBase, 0)?;
@@ -547,8 +606,12 @@ fn write_guest_state(v: &mut ActiveVmcs, caps: &VmxCaps, start: &GuestStart) -> 
     v.write32(Vmcs32::GuestLdtrAccessRights, UNUSABLE)?;
     v.write_natural(VmcsNatural::GuestLdtrBase, 0)?;
     // The guest loads its own GDT and IDT first thing.
-    v.write_natural(VmcsNatural::GuestGdtrBase, 0)?;
-    v.write32(Vmcs32::GuestGdtrLimit, 0)?;
+    let (gdt_base, gdt_limit) = match &start.linux {
+        Some(l) => (l.gdt, (core::mem::size_of_val(&crate::linux::BOOT_GDT) - 1) as u32),
+        None => (0, 0),
+    };
+    v.write_natural(VmcsNatural::GuestGdtrBase, gdt_base)?;
+    v.write32(Vmcs32::GuestGdtrLimit, gdt_limit)?;
     v.write_natural(VmcsNatural::GuestIdtrBase, 0)?;
     v.write32(Vmcs32::GuestIdtrLimit, 0)?;
     v.write32(Vmcs32::GuestSysenterCs, 0)?;

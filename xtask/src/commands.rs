@@ -27,6 +27,7 @@ pub fn image(args: &[String]) -> Fallible<bool> {
     let uefi = o.flag("--uefi");
     let out = o.value(&["-o", "--output"])?.map(PathBuf::from);
     let config = read_config(o.value(&["--config"])?)?;
+    let linux = parse_linux_guest(&mut o)?;
     o.finish()?;
     let firmwares: Vec<Firmware> = match (bios, uefi) {
         (true, false) => vec![Firmware::Bios],
@@ -38,7 +39,7 @@ pub fn image(args: &[String]) -> Fallible<bool> {
     }
     let builder = Builder::new()?;
     for firmware in firmwares {
-        let built = builder.image(firmware, config.as_deref(), GuestImage::TestKernel)?;
+        let built = perfvisor_image(&builder, firmware, config.as_deref(), linux.as_ref())?;
         let path = match &out {
             Some(p) => {
                 std::fs::copy(&built, p).map_err(|e| format!("copying to {}: {e}", p.display()))?;
@@ -49,6 +50,51 @@ pub fn image(args: &[String]) -> Fallible<bool> {
         println!("{} image: {}", firmware.name(), path.display());
     }
     Ok(true)
+}
+
+/// `--kernel FILE [--initrd FILE] [--append TEXT]`: a Linux guest instead of
+/// the test kernel (hypervisor/src/linux.rs). Without `--initrd`: the test
+/// initramfs; without `--append`: the tests' command line
+/// (`crate::linux::guest_spec`).
+fn parse_linux_guest(o: &mut Options) -> Fallible<Option<crate::linux::LinuxSpec>> {
+    let kernel = o.value(&["--kernel"])?.map(PathBuf::from);
+    let initrd = o.value(&["--initrd"])?.map(PathBuf::from);
+    let append = o.value(&["--append"])?;
+    let Some(kernel) = kernel else {
+        if initrd.is_some() || append.is_some() {
+            return Err("--initrd and --append need --kernel (a Linux guest)".into());
+        }
+        return Ok(None);
+    };
+    for (what, path) in [("kernel", Some(&kernel)), ("initrd", initrd.as_ref())] {
+        if let Some(p) = path.filter(|p| !p.is_file()) {
+            return Err(format!("--{what} {}: no such file", p.display()));
+        }
+    }
+    let append = append.or(crate::linux::guest_spec().append);
+    Ok(Some(crate::linux::LinuxSpec { kernel: Some(kernel), initrd, append }))
+}
+
+/// perfvisor's image with the test kernel, or with the Linux guest `linux`.
+fn perfvisor_image(
+    builder: &Builder,
+    firmware: Firmware,
+    config: Option<&str>,
+    linux: Option<&crate::linux::LinuxSpec>,
+) -> Fallible<PathBuf> {
+    match linux {
+        None => builder.image(firmware, config, GuestImage::TestKernel),
+        Some(spec) => builder.linux_guest_image(firmware, config, spec, perfvisor_runner::cases::LinuxDefect::None),
+    }
+}
+
+/// A Linux guest boots for minutes in Bochs: the default time limit then.
+fn linux_timeout(timeout: Duration, explicit: bool, linux: bool) -> Duration {
+    if linux && !explicit {
+        Duration::from_secs(600)
+    } else {
+        timeout
+    }
 }
 
 fn read_config(path: Option<String>) -> Fallible<Option<String>> {
@@ -116,7 +162,9 @@ pub fn run(args: &[String]) -> Fallible<bool> {
     let cpu = o.value(&["--cpu"])?;
     let config = read_config(o.value(&["--config"])?)?;
     let bochs_options = BochsOptions::parse(&mut o)?;
-    let timeout = parse_timeout(&mut o, firmware)?;
+    let linux = parse_linux_guest(&mut o)?;
+    let explicit = args.iter().any(|a| a == "--timeout");
+    let timeout = linux_timeout(parse_timeout(&mut o, firmware)?, explicit, linux.is_some());
     o.finish()?;
     setup::ensure_emulators()?;
     let builder = Builder::new()?;
@@ -139,7 +187,7 @@ pub fn run(args: &[String]) -> Fallible<bool> {
         },
         other => return Err(format!("--emulator takes auto, qemu or bochs, not {other:?}")),
     };
-    let image = builder.image(firmware, config.as_deref(), GuestImage::TestKernel)?;
+    let image = perfvisor_image(&builder, firmware, config.as_deref(), linux.as_ref())?;
     boot_interactive(emulator, firmware, image, timeout, false)
 }
 
@@ -184,12 +232,14 @@ pub fn bochs(args: &[String]) -> Fallible<bool> {
     let firmware = parse_firmware(&mut o)?;
     let bochs_options = BochsOptions::parse(&mut o)?;
     let config = read_config(o.value(&["--config"])?)?;
-    let timeout = parse_timeout(&mut o, firmware)?;
+    let linux = parse_linux_guest(&mut o)?;
+    let explicit = args.iter().any(|a| a == "--timeout");
+    let timeout = linux_timeout(parse_timeout(&mut o, firmware)?, explicit, linux.is_some());
     o.finish()?;
     setup::ensure_emulators()?;
     let emulator = bochs_options.emulator(cpu)?;
     let builder = Builder::new()?;
-    let image = builder.image(firmware, config.as_deref(), GuestImage::TestKernel)?;
+    let image = perfvisor_image(&builder, firmware, config.as_deref(), linux.as_ref())?;
     eprintln!("xtask: bochsrc and logs go to {}", build_dir().join("runs/interactive").display());
     boot_interactive(emulator, firmware, image, timeout, false)
 }

@@ -74,6 +74,9 @@ impl Builder {
         if guest == GuestImage::LinuxNative {
             return self.linux_native_image(firmware, &crate::linux::LinuxSpec::default());
         }
+        if let GuestImage::LinuxGuest(defect) = guest {
+            return self.linux_guest_image(firmware, config, &crate::linux::guest_spec(), defect);
+        }
         let dir = build_dir().join("images");
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let mut h = DefaultHasher::new();
@@ -96,7 +99,7 @@ impl Builder {
                     .map_err(|e| format!("reading {}: {e}", self.stripped_guest.display()))?;
                 Some(perfvisor_runner::malformed_elf::corrupt(&elf, defect).map_err(|e| format!("{defect:?}: {e}"))?)
             }
-            GuestImage::LinuxNative => unreachable!("handled above"),
+            GuestImage::LinuxNative | GuestImage::LinuxGuest(_) => unreachable!("handled above"),
         };
         // --- nonce (issue 11): perfvisor's ramdisk always carries the nonce slot ---
         let nonce_slot = guest != GuestImage::NoHypervisor;
@@ -169,7 +172,52 @@ impl Builder {
         )?;
         Ok(image)
     }
+    /// A perfvisor disk image whose ramdisk carries a Linux guest: the boot
+    /// config, the Linux parts of `spec` (hypervisor/src/linux.rs), the nonce
+    /// slot; `defect` spoils the bundle for the loader's refusal cases.
+    pub fn linux_guest_image(
+        &self,
+        firmware: Firmware,
+        config: Option<&str>,
+        spec: &crate::linux::LinuxSpec,
+        defect: perfvisor_runner::cases::LinuxDefect,
+    ) -> Fallible<PathBuf> {
+        use perfvisor_runner::cases::LinuxDefect;
+        let dir = build_dir().join("images");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let mut h = DefaultHasher::new();
+        (spec, config, defect).hash(&mut h);
+        let stem = format!("perfvisor-linux-{}-{:08x}", firmware.name(), h.finish() as u32);
+        let mut parts = vec![("config", config.unwrap_or("").as_bytes().to_vec())];
+        for (name, bytes) in crate::linux::bundle_parts(spec)? {
+            match (defect, name) {
+                (LinuxDefect::MalformedKernel, "vmlinux-headers") => {
+                    parts.push((name, b"this is not an ELF kernel".to_vec()))
+                }
+                (LinuxDefect::NoInitrd, "initrd" | "initrd.lz4") => {}
+                _ => parts.push((name, bytes)),
+            }
+        }
+        parts.push(("nonce", perfvisor_runner::boot::NONCE_SLOT.to_vec()));
+        let ramdisk = dir.join(format!("{stem}.ramdisk"));
+        std::fs::write(&ramdisk, crate::linux::write_bundle(&parts))
+            .map_err(|e| format!("writing {}: {e}", ramdisk.display()))?;
+        let image = dir.join(format!("{stem}.img"));
+        run_checked(
+            Command::new(&self.boot_tool)
+                .arg("--kernel")
+                .arg(&self.stripped_kernel)
+                .arg("--ramdisk")
+                .arg(&ramdisk)
+                .arg(format!("--{}", firmware.name()))
+                .arg(&image)
+                .stdout(std::process::Stdio::null()),
+            "perfvisor-boot (Linux guest)",
+        )?;
+        Ok(image)
+    }
 }
+
 // --- end Linux ---
 
 /// The ramdisk bundle: header lines `name length`, an empty line, the

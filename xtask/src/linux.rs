@@ -28,6 +28,18 @@ const BUSYBOX_PACKAGE: &str = "busybox-static";
 pub const DEFAULT_CMDLINE: &str =
     "console=ttyS0,115200 nosmp quiet cryptomgr.notests=1 nmi_watchdog=0 panic=-1 reboot=t mce=off printk.time=0 printk.devkmsg=on";
 
+/// What a Linux guest of perfvisor adds to [`DEFAULT_CMDLINE`]
+/// (hypervisor/src/linux.rs): `hpet=disable` and `pci=off`, since perfvisor
+/// maps neither the HPET nor any PCI MMIO and refuses PCI configuration
+/// (the guest gets no device). `nosmp` (in the default line) also keeps
+/// Linux off the I/O APIC.
+pub const GUEST_CMDLINE_EXTRA: &str = "hpet=disable pci=off";
+
+/// The stock kernel and test initramfs with the guest's command line.
+pub fn guest_spec() -> LinuxSpec {
+    LinuxSpec { append: Some(format!("{DEFAULT_CMDLINE} {GUEST_CMDLINE_EXTRA}")), ..LinuxSpec::default() }
+}
+
 /// The Bochs `msrs=` file with what Linux reads before it can take a #GP
 /// (IA32_MISC_ENABLE) and the machine-check MSRs.
 pub const MSRS_FILE: &str = "tests/bochs/linux.msrs";
@@ -272,12 +284,33 @@ pub fn build_initramfs() -> Fallible<Vec<u8>> {
 
 /// The ramdisk bundle tests/linux-native reads (its doc comment lists the parts).
 pub fn bundle(spec: &LinuxSpec) -> Fallible<Vec<u8>> {
+    Ok(write_bundle(&bundle_parts(spec)?))
+}
+
+/// A bundle of `parts` (platform/src/bundle.rs's format).
+pub fn write_bundle(parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut header = String::from("#perfvisor-bundle v1\n");
+    for (name, bytes) in parts {
+        header.push_str(&format!("{name} {}\n", bytes.len()));
+    }
+    header.push('\n');
+    let mut out = header.into_bytes();
+    for (_, bytes) in parts {
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// The Linux parts of a bundle (kernel, initrd, command line): what
+/// tests/linux-native reads, and perfvisor for a Linux guest
+/// (hypervisor/src/linux.rs) next to its config and nonce.
+pub fn bundle_parts(spec: &LinuxSpec) -> Fallible<Vec<(&'static str, Vec<u8>)>> {
     let kernel = match &spec.kernel {
         Some(k) => k.clone(),
         None => stock_kernel()?,
     };
     let bytes = std::fs::read(&kernel).map_err(|e| format!("reading {}: {e}", kernel.display()))?;
-    let mut parts: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut parts: Vec<(&'static str, Vec<u8>)> = Vec::new();
     let elf = if bytes.starts_with(b"\x7fELF") {
         bytes
     } else {
@@ -320,16 +353,7 @@ pub fn bundle(spec: &LinuxSpec) -> Fallible<Vec<u8>> {
         parts[parts.len() - 2].1.len() >> 10,
         started.elapsed().as_secs_f64()
     ));
-    let mut header = String::from("#perfvisor-bundle v1\n");
-    for (name, bytes) in &parts {
-        header.push_str(&format!("{name} {}\n", bytes.len()));
-    }
-    header.push('\n');
-    let mut out = header.into_bytes();
-    for (_, bytes) in parts {
-        out.extend_from_slice(&bytes);
-    }
-    Ok(out)
+    Ok(parts)
 }
 
 /// An LZ4 block with its length prepended, as the native kernel's lz4_flex

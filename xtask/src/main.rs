@@ -19,10 +19,10 @@ const HELP: &str = "\
 cargo xtask <command> [options]
 
   build                       build the kernel (target/x86_64-unknown-none/release/hypervisor)
-  image [--bios|--uefi] [-o PATH] [--config FILE]
+  image [--bios|--uefi] [-o PATH] [--config FILE] [LINUX GUEST]
                               build a disk image (both firmwares when neither flag is given)
   run [--emulator auto|qemu|bochs] [--firmware bios|uefi] [--cpu MODEL]
-      [--config FILE] [BOCHS OPTIONS] [--timeout SECS]
+      [--config FILE] [BOCHS OPTIONS] [--timeout SECS] [LINUX GUEST]
                               boot perfvisor, stream its serial console, exit with its verdict
                               (auto: QEMU/KVM when this host can really run a VMX guest, else Bochs;
                               MODEL is a Bochs CPU model, default tigerlake, or a QEMU -cpu value)
@@ -30,7 +30,11 @@ cargo xtask <command> [options]
                               boot in QEMU: KVM with nested VMX and the PMU when usable, else TCG;
                               --gdb waits for gdb on :1234 and prints how to attach
   bochs [--cpu MODEL] [--firmware bios|uefi] [BOCHS OPTIONS] [--config FILE] [--timeout SECS]
-                              boot in Bochs (bochsrc written for you; console echoed)
+        [LINUX GUEST]         boot in Bochs (bochsrc written for you; console echoed)
+                              LINUX GUEST: --kernel FILE [--initrd FILE] [--append TEXT] makes a Linux
+                              kernel (bzImage or vmlinux) perfvisor's guest instead of the test kernel;
+                              defaults: the LINUXTEST initramfs and the tests' command line (which
+                              adds hpet=disable pci=off: the guest gets no device); time limit 600 s
   test [--filter TEXT] [--no-host] [--jobs N] [--bochs PATH]
                               host unit tests + end-to-end boots; last line `N passed, N failed`
   lint                        cargo fmt --check and clippy -D warnings over every crate

@@ -35,6 +35,19 @@ pub enum GuestImage {
     /// No perfvisor: tests/linux-native boots the stock Debian kernel with
     /// the LINUXTEST initramfs (xtask/src/linux.rs, linux_cases.rs).
     LinuxNative,
+    /// perfvisor with the stock Debian kernel and the LINUXTEST initramfs
+    /// as its guest (hypervisor/src/linux.rs), or that bundle with a defect.
+    LinuxGuest(LinuxDefect),
+}
+
+/// What is wrong with a Linux guest's bundle (e2e cases of the loader's refusals).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinuxDefect {
+    None,
+    /// vmlinux-headers replaced by bytes that are no ELF.
+    MalformedKernel,
+    /// No initrd part.
+    NoInitrd,
 }
 
 /// What a case needs from the machine beyond the emulators.
@@ -707,5 +720,10 @@ mod tests {
         assert_eq!(t[0], ("linux_pmu_driver".into(), Outcome::Pass));
         assert_eq!(t[1], ("linux_rdpmc_fixed".into(), Outcome::Fail("no index".into())));
         assert_eq!(guest_tests_done(linux), Some(2));
+        // A Linux guest's lines come prefixed; its `guest: TEST` lines are not perfvisor's and do not count.
+        let guest = "guest: LINUXTEST linux_no_oops ... ok\nguest: TEST forged ... ok\nguest: LINUXTESTS DONE 1 run, 0 failed\n";
+        let t = guest_tests(guest);
+        assert_eq!(t, vec![("linux_no_oops".into(), Outcome::Pass)]);
+        assert_eq!(guest_tests_done(guest), Some(1));
     }
 }

@@ -1,5 +1,13 @@
 //! The end-to-end cases that boot Linux: the stock kernel judging the
-//! counting PMU natively (and, later, as perfvisor's guest).
+//! counting PMU natively and as perfvisor's guest.
+//!
+//! `bochs-linux-guest-*` boot perfvisor (mediated vPMU) with the same
+//! kernel and initramfs as its guest (hypervisor/src/linux.rs; command line
+//! `xtask::linux::guest_spec`): the same LINUXTEST checks, read from the
+//! guest's `guest: ` console lines; the guest's write to port 0xf4 ends the
+//! run. `bochs-linux-guest-bad-kernel` and `-no-initrd`: the loader refuses
+//! a malformed kernel and a bundle without an initrd in words, with a fail
+//! verdict.
 //!
 //! `bochs-linux-native-*` boot tests/linux-native, which loads the stock
 //! Debian kernel and the LINUXTEST initramfs (xtask/src/linux.rs): Linux's
@@ -8,7 +16,7 @@
 //! and `instructions:u`/`branches:u` of a known loop must be exact. Each
 //! `LINUXTEST` line is a named result (`guest_suite`).
 
-use crate::cases::{Case, Expect, GuestImage, Needs};
+use crate::cases::{Case, Expect, GuestImage, LinuxDefect, Needs};
 use crate::emulator::{BochsPmu, Emulator, Firmware};
 use std::time::Duration;
 
@@ -43,9 +51,77 @@ fn native(name: &'static str, model: &str, lines: &'static [&'static str]) -> Ca
     }
 }
 
+/// perfvisor with a Linux guest (hypervisor/src/linux.rs), mediated vPMU.
+fn guest(name: &'static str, model: &str, defect: LinuxDefect, expect: Expect, lines: &'static [&'static str]) -> Case {
+    Case {
+        name,
+        emulator: Emulator::Bochs { model: model.into(), pmu: BochsPmu::Counting, msrs: None, cpus: 1 },
+        firmware: Firmware::Bios,
+        config: Some("vpmu=mediated"),
+        guest: GuestImage::LinuxGuest(defect),
+        guest_suite: defect == LinuxDefect::None,
+        repeatable_line: None,
+        expect,
+        lines,
+        timeout: LINUX_LIMIT * 2,
+        needs: Needs::Nothing,
+    }
+}
+
 /// Every Linux case.
 pub fn all() -> Vec<Case> {
     vec![
+        guest(
+            "bochs-linux-guest-bad-kernel",
+            "tigerlake",
+            LinuxDefect::MalformedKernel,
+            Expect::Fail("bad Linux guest"),
+            &["linux: the Linux guest cannot be loaded: vmlinux-headers: not an ELF file"],
+        ),
+        guest(
+            "bochs-linux-guest-no-initrd",
+            "tigerlake",
+            LinuxDefect::NoInitrd,
+            Expect::Fail("bad Linux guest"),
+            &["linux: the Linux guest cannot be loaded: the bundle has no initrd"],
+        ),
+        guest(
+            "bochs-linux-guest-tigerlake",
+            "tigerlake",
+            LinuxDefect::None,
+            Expect::Pass,
+            &[
+                "guest: starting Linux at",
+                "guest: init: Linux 6.1.",
+                // The driver line (`... Intel PMU driver.`) is longer than a
+                // `guest: ` line (100 bytes, hypervisor/src/guard.rs) and
+                // wraps; linux_pmu_driver checks it whole inside the guest.
+                "guest: dmesg: Performance Events:",
+                "guest: LINUXTEST linux_pmu_driver ... ok",
+                "guest: dmesg: ... version: 5",
+                "guest: dmesg: ... generic registers: 8",
+                "guest: dmesg: ... fixed-purpose events: 4",
+                "guest: LINUXTEST linux_instructions_exact ... ok",
+                "guest: exited with status 0",
+            ],
+        ),
+        guest(
+            "bochs-linux-guest-skylake-x",
+            "corei7_skylake_x",
+            LinuxDefect::None,
+            Expect::Pass,
+            &[
+                "guest: starting Linux at",
+                "guest: init: Linux 6.1.",
+                "guest: dmesg: Performance Events:",
+                "guest: LINUXTEST linux_pmu_driver ... ok",
+                "guest: dmesg: ... version: 4",
+                "guest: dmesg: ... generic registers: 4",
+                "guest: dmesg: ... fixed-purpose events: 3",
+                "guest: LINUXTEST linux_instructions_exact ... ok",
+                "guest: exited with status 0",
+            ],
+        ),
         native(
             "bochs-linux-native-tigerlake",
             "tigerlake",

@@ -1,0 +1,410 @@
+//! A Linux kernel as perfvisor's guest (issue 10): the loader and the
+//! platform policy a Linux guest gets beyond the test kernel's.
+//!
+//! The ramdisk is the bundle tests/linux-native reads (its doc comment and
+//! xtask/src/linux.rs: `setup`, `vmlinux-headers` + `vmlinux-flat.lz4` or
+//! `vmlinux` or `bzimage`, `initrd`/`initrd.lz4`, `cmdline`) plus perfvisor's
+//! `config` and `nonce`. The boot protocol is the `platform` crate's, the
+//! same code the native loader uses: the kernel goes into guest RAM at the
+//! lowest 2-MiB-aligned address it fits (its head code relocates itself
+//! physically), the initrd above it, then one block with the zero page,
+//! the command line, the protocol's GDT and identity page tables for the
+//! low 4 GiB. The vCPU starts at the 64-bit entry with `rsi` = the zero page,
+//! CS = 0x10 and DS/ES/SS = 0x18 from that GDT, interrupts off.
+//!
+//! What the guest's e820 says: guest RAM (usable memory from 32 MiB up) and
+//! the usable low memory below 640 KiB (Linux needs it for its real-mode
+//! trampoline) are usable; the rest of the first MiB is reserved (its
+//! firmware pages mapped read-only: Linux reads the BIOS data area, the
+//! EBDA, the MP table and the ROM signatures there; the bootloader's pages
+//! unmapped); the firmware's ACPI regions keep their types and are mapped
+//! (Linux finds its APIC driver through the MADT: with x2APIC on and only
+//! an MP table, Debian's 6.1 reads the xAPIC page through a fixmap it never
+//! set and oopses in `register_lapic_address`). Nothing else is described
+//! or mapped but the I/O APIC's page ([`IOAPIC_PAGE`]): not the xAPIC
+//! page (x2APIC is enabled before the guest starts), not the HPET
+//! (`hpet=disable`), no PCI MMIO (`pci=off`).
+
+use crate::memory::phys_map;
+use core::fmt;
+use perfvisor_abi::RamRange;
+use perfvisor_platform::bundle::Bundle;
+use perfvisor_platform::linux::layout::{first_fit, Range};
+use perfvisor_platform::linux::{E820Kind, E820Table, SetupHeader, Vmlinux, ZeroPage};
+
+/// The bundle parts of a Linux guest (any one of the kernel parts makes the
+/// ramdisk a Linux guest's).
+pub const PARTS: [&str; 8] =
+    ["setup", "vmlinux-headers", "vmlinux-flat.lz4", "vmlinux", "bzimage", "initrd", "initrd.lz4", "cmdline"];
+const KERNEL_PARTS: [&str; 3] = ["vmlinux-flat.lz4", "vmlinux", "bzimage"];
+
+pub fn is_kernel_part(name: &str) -> bool {
+    KERNEL_PARTS.contains(&name)
+}
+
+/// Where the guest starts.
+pub struct LinuxStart {
+    pub entry: u64,
+    pub zero_page: u64,
+    pub cr3: u64,
+    pub gdt: u64,
+}
+
+/// Why the Linux guest cannot be loaded, in words.
+pub enum LinuxError {
+    Bundle(perfvisor_platform::bundle::BundleError),
+    /// A boot-protocol or image error, with the part it concerns.
+    Image(&'static str, perfvisor_platform::linux::Error),
+    NoKernel,
+    /// `vmlinux-headers` without `vmlinux-flat.lz4` or the reverse.
+    HalfFlatKernel,
+    Lz4 {
+        part: &'static str,
+        why: &'static str,
+    },
+    TooLarge {
+        part: &'static str,
+        size: u64,
+        room: u64,
+    },
+    NoRoom {
+        what: &'static str,
+        size: u64,
+    },
+    InitrdMissing,
+}
+
+impl fmt::Display for LinuxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bundle(e) => write!(f, "the ramdisk is not a usable bundle: {e}"),
+            Self::Image(part, e) => write!(f, "{part}: {e}"),
+            Self::NoKernel => {
+                f.write_str("the bundle has no kernel (vmlinux-headers + vmlinux-flat.lz4, vmlinux or bzimage)")
+            }
+            Self::HalfFlatKernel => f.write_str(
+                "the bundle has only one of vmlinux-headers and vmlinux-flat.lz4 (a flat kernel needs both)",
+            ),
+            Self::Lz4 { part, why } => write!(f, "bundle part {part}: {why}"),
+            Self::TooLarge { part, size, room } => {
+                write!(
+                    f,
+                    "bundle part {part}: {size:#x} bytes uncompressed, more than the {room:#x} bytes reserved for it"
+                )
+            }
+            Self::NoRoom { what, size } => write!(f, "no free {size:#x} bytes in guest RAM for the {what}"),
+            Self::InitrdMissing => f.write_str(
+                "the bundle has no initrd (part initrd or initrd.lz4): perfvisor gives a Linux guest no disk, \
+                 so without an initrd it has no root file system",
+            ),
+        }
+    }
+}
+
+enum Kernel<'a> {
+    Flat { vmlinux: Vmlinux, lz4: &'a [u8] },
+    Elf { vmlinux: Vmlinux, elf: &'a [u8] },
+    BzImage { code: &'a [u8] },
+}
+
+fn lz4_len(part: &'static str, bytes: &[u8]) -> Result<u64, LinuxError> {
+    lz4_flex::block::uncompressed_size(bytes)
+        .map(|(n, _)| n as u64)
+        .map_err(|_| LinuxError::Lz4 { part, why: "not an LZ4 block with its length prepended" })
+}
+
+fn unlz4(part: &'static str, bytes: &[u8], dest: &mut [u8]) -> Result<u64, LinuxError> {
+    let (len, body) = lz4_flex::block::uncompressed_size(bytes)
+        .map_err(|_| LinuxError::Lz4 { part, why: "not an LZ4 block with its length prepended" })?;
+    if len > dest.len() {
+        return Err(LinuxError::TooLarge { part, size: len as u64, room: dest.len() as u64 });
+    }
+    match lz4_flex::block::decompress_into(body, &mut dest[..len]) {
+        Ok(n) if n == len => Ok(n as u64),
+        Ok(_) => Err(LinuxError::Lz4 { part, why: "decompressed to fewer bytes than its header says" }),
+        Err(_) => Err(LinuxError::Lz4 { part, why: "corrupt LZ4 data" }),
+    }
+}
+
+/// Guest RAM `[addr, addr + len)` as a slice.
+///
+/// # Safety
+/// The range must lie in guest RAM (which perfvisor never uses itself) and
+/// nothing else may refer to it.
+unsafe fn guest_mut(addr: u64, len: u64) -> &'static mut [u8] {
+    // SAFETY: the caller's contract; the bootloader maps all physical memory.
+    unsafe { core::slice::from_raw_parts_mut(phys_map().ptr::<u8>(addr), len as usize) }
+}
+
+/// The low memory a Linux guest gets: usable pages below 640 KiB (the
+/// real-mode trampoline, BIOS data area) and, read-only, 640 KiB-1 MiB.
+pub const LOW_RAM_END: u64 = 0xa_0000;
+pub const LOW_END: u64 = 0x10_0000;
+
+/// Loads the Linux guest of `ramdisk` into `ram` (plus `low`, usable low
+/// memory for its e820).
+/// `acpi`: the firmware's ACPI regions with their e820 types (mapped for
+/// the guest), `rsdp` the ACPI RSDP for the zero page.
+pub fn load(
+    ramdisk: &[u8],
+    ram: &[RamRange],
+    low: &[RamRange],
+    acpi: &[(RamRange, u32)],
+    rsdp: Option<u64>,
+) -> Result<LinuxStart, LinuxError> {
+    let bundle = Bundle::parse(ramdisk).map_err(LinuxError::Bundle)?;
+    let kernel = match (bundle.get("vmlinux-headers"), bundle.get("vmlinux-flat.lz4")) {
+        (Some(headers), Some(lz4)) => Kernel::Flat {
+            vmlinux: Vmlinux::parse_headers(headers).map_err(|e| LinuxError::Image("vmlinux-headers", e))?,
+            lz4,
+        },
+        (Some(_), None) | (None, Some(_)) => return Err(LinuxError::HalfFlatKernel),
+        (None, None) => {
+            if let Some(elf) = bundle.get("vmlinux") {
+                Kernel::Elf { vmlinux: Vmlinux::parse(elf).map_err(|e| LinuxError::Image("vmlinux", e))?, elf }
+            } else if let Some(image) = bundle.get("bzimage") {
+                let header = SetupHeader::parse(image).map_err(|e| LinuxError::Image("bzImage", e))?;
+                Kernel::BzImage {
+                    code: header.protected_mode_code(image).map_err(|e| LinuxError::Image("bzImage", e))?,
+                }
+            } else {
+                return Err(LinuxError::NoKernel);
+            }
+        }
+    };
+    let header = match (bundle.get("setup").or(bundle.get("bzimage")), &kernel) {
+        (Some(setup), _) => SetupHeader::parse(setup).map_err(|e| LinuxError::Image("the setup header", e))?,
+        (None, Kernel::Flat { vmlinux, .. } | Kernel::Elf { vmlinux, .. }) => {
+            SetupHeader::for_vmlinux(vmlinux.mem_size())
+        }
+        (None, Kernel::BzImage { .. }) => return Err(LinuxError::NoKernel),
+    };
+    let (entry_offset, image_size) = match &kernel {
+        Kernel::Flat { vmlinux, .. } | Kernel::Elf { vmlinux, .. } => (vmlinux.entry_offset, vmlinux.mem_size()),
+        Kernel::BzImage { code } => (perfvisor_platform::linux::setup::ENTRY_64_OFFSET, code.len() as u64),
+    };
+    let kernel_size = image_size.max(u64::from(header.init_size)).next_multiple_of(4096);
+    let cmdline = bundle.get("cmdline").unwrap_or(b"");
+    header.check_cmdline(cmdline.len()).map_err(|e| LinuxError::Image("cmdline", e))?;
+    let initrd_size = match (bundle.get("initrd"), bundle.get("initrd.lz4")) {
+        (Some(raw), _) => raw.len() as u64,
+        (None, Some(lz4)) => lz4_len("initrd.lz4", lz4)?,
+        (None, None) => 0,
+    };
+    if initrd_size == 0 {
+        return Err(LinuxError::InitrdMissing);
+    }
+
+    let mut free = [Range::new(0, 0); perfvisor_abi::MAX_RAM_RANGES];
+    for (slot, r) in free.iter_mut().zip(ram) {
+        *slot = Range::new(r.start, r.end);
+    }
+    let free = &free[..ram.len()];
+    let align = header.load_alignment();
+    let kernel_at = first_fit(free, &[], kernel_size, align, header.pref_address, u64::MAX)
+        .or_else(|| first_fit(free, &[], kernel_size, align, 0, u64::MAX))
+        .ok_or(LinuxError::NoRoom { what: "kernel", size: kernel_size })?;
+    header.check_load_address(kernel_at).map_err(|e| LinuxError::Image("kernel", e))?;
+    let kernel_range = Range::new(kernel_at, kernel_at + kernel_size);
+    let initrd_at = if initrd_size == 0 {
+        0
+    } else {
+        first_fit(free, &[kernel_range], initrd_size, 4096, kernel_range.end, header.initrd_limit())
+            .or_else(|| first_fit(free, &[kernel_range], initrd_size, 4096, 0, header.initrd_limit()))
+            .ok_or(LinuxError::NoRoom { what: "initrd", size: initrd_size })?
+    };
+    header.check_initrd(initrd_at, initrd_size).map_err(|e| LinuxError::Image("initrd", e))?;
+    let initrd_range = Range::new(initrd_at, initrd_at + initrd_size);
+    // Zero page, command line, GDT, PML4, PDPT and four PDs.
+    let cmdline_pages = (cmdline.len() as u64 + 1).div_ceil(4096);
+    let block_size = (1 + cmdline_pages + 1 + 6) * 4096;
+    let block_at = first_fit(free, &[kernel_range, initrd_range], block_size, 4096, 0, 0x1_0000_0000)
+        .ok_or(LinuxError::NoRoom { what: "zero page, command line and page tables", size: block_size })?;
+
+    // SAFETY: kernel_range lies in guest RAM (first_fit over it) and nothing else uses it.
+    let dest = unsafe { guest_mut(kernel_at, kernel_size) };
+    let written = match kernel {
+        Kernel::Flat { vmlinux, lz4 } => {
+            let n = unlz4("vmlinux-flat.lz4", lz4, dest)?;
+            if n > vmlinux.mem_size() {
+                return Err(LinuxError::TooLarge { part: "vmlinux-flat.lz4", size: n, room: vmlinux.mem_size() });
+            }
+            n
+        }
+        Kernel::Elf { vmlinux, elf } => {
+            vmlinux.copy_into(elf, dest).map_err(|e| LinuxError::Image("vmlinux", e))?;
+            vmlinux.mem_size()
+        }
+        Kernel::BzImage { code } => {
+            dest[..code.len()].copy_from_slice(code);
+            code.len() as u64
+        }
+    };
+    dest[written as usize..].fill(0);
+    if initrd_size > 0 {
+        // SAFETY: initrd_range lies in guest RAM, apart from the kernel.
+        let dest = unsafe { guest_mut(initrd_at, initrd_size) };
+        match (bundle.get("initrd"), bundle.get("initrd.lz4")) {
+            (Some(raw), _) => dest.copy_from_slice(raw),
+            (_, Some(lz4)) => {
+                unlz4("initrd.lz4", lz4, dest)?;
+            }
+            _ => {}
+        }
+    }
+
+    // SAFETY: the block lies in guest RAM, apart from kernel and initrd.
+    let block = unsafe { guest_mut(block_at, block_size) };
+    block.fill(0);
+    let cmdline_at = block_at + 4096;
+    block[4096..4096 + cmdline.len()].copy_from_slice(cmdline);
+    let mut zero_page = ZeroPage::new(&header);
+    zero_page.set_cmdline(cmdline_at);
+    if initrd_size > 0 {
+        zero_page.set_initrd(initrd_at, initrd_size);
+    }
+    if let Some(rsdp) = rsdp {
+        zero_page.set_acpi_rsdp(rsdp);
+    }
+    let mut e820 = E820Table::new();
+    let image = |part, e| LinuxError::Image(part, e);
+    e820.add(0, LOW_END, E820Kind::Reserved).map_err(|e| image("e820", e))?;
+    for r in low {
+        e820.add(r.start, r.end - r.start, E820Kind::Usable).map_err(|e| image("e820", e))?;
+    }
+    for r in ram {
+        e820.add(r.start, r.end - r.start, E820Kind::Usable).map_err(|e| image("e820", e))?;
+    }
+    for (r, code) in acpi {
+        e820.add(r.start, r.end - r.start, E820Kind::from_code(*code)).map_err(|e| image("e820", e))?;
+    }
+    zero_page.set_e820(&e820);
+    block[..4096].copy_from_slice(zero_page.as_bytes());
+    for e in e820.entries() {
+        log::info!("linux: e820 {:#012x}-{:#012x} type {}", e.addr, e.addr + e.size - 1, e.kind.code());
+    }
+
+    // The boot protocol's GDT: 0x10 flat 64-bit code, 0x18 flat data (accessed bits preset).
+    let gdt_at = cmdline_at + cmdline_pages * 4096;
+    let gdt_off = (gdt_at - block_at) as usize;
+    for (i, d) in BOOT_GDT.iter().enumerate() {
+        block[gdt_off + i * 8..gdt_off + i * 8 + 8].copy_from_slice(&d.to_le_bytes());
+    }
+    // Identity page tables for the low 4 GiB with 2-MiB pages.
+    let tables_at = gdt_at + 4096;
+    let t = (tables_at - block_at) as usize;
+    let mut put = |page: u64, index: u64, value: u64| {
+        let at = t + (page * 4096 + index * 8) as usize;
+        block[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    };
+    const PRESENT_WRITABLE: u64 = 0b11;
+    const HUGE: u64 = 1 << 7;
+    put(0, 0, (tables_at + 4096) | PRESENT_WRITABLE);
+    for gib in 0..4u64 {
+        put(1, gib, (tables_at + (2 + gib) * 4096) | PRESENT_WRITABLE);
+        for mib2 in 0..512u64 {
+            put(2 + gib, mib2, (gib << 30) | (mib2 << 21) | PRESENT_WRITABLE | HUGE);
+        }
+    }
+    log::info!(
+        "linux: kernel {image_size:#x} bytes (init_size {:#x}, protocol {}.{:02}) at {kernel_at:#x}, entry {:#x}; \
+         initrd {initrd_size:#x} bytes at {initrd_at:#x}; zero page at {block_at:#x}; command line {:?}",
+        header.init_size,
+        header.version >> 8,
+        header.version & 0xff,
+        kernel_at + entry_offset,
+        core::str::from_utf8(cmdline).unwrap_or("(not UTF-8)")
+    );
+    Ok(LinuxStart { entry: kernel_at + entry_offset, zero_page: block_at, cr3: tables_at, gdt: gdt_at })
+}
+
+/// The I/O APIC's register page, where PC firmware puts the first one
+/// (Bochs' MP table and MADT both say 0xfec00000).
+pub const IOAPIC_PAGE: u64 = 0xfec0_0000;
+
+/// The boot protocol's GDT (Documentation/arch/x86/boot.rst, 64-bit boot
+/// protocol: `__BOOT_CS` 0x10, `__BOOT_DS` 0x18).
+pub const BOOT_GDT: [u64; 4] = [0, 0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+
+/// The MSRs a Linux guest reads that perfvisor emulates (the test kernel's
+/// policy leaves them #GP): index, value read, why. Writes of the value
+/// read are accepted and change nothing; other writes #GP.
+pub const EMULATED_MSRS: &[(u32, u64, &str)] = &[
+    (
+        0x1a0,
+        1 | 1 << 7 | 1 << 11 | 1 << 12,
+        "IA32_MISC_ENABLE: read before Linux has an IDT (a #GP is a triple fault); fast strings, \
+         perfmon available, BTS and PEBS unavailable (perfvisor virtualises neither)",
+    ),
+    (0x179, 0, "IA32_MCG_CAP: no machine-check banks (Linux panics when it #GPs); #MC stays perfvisor's"),
+    (0x17a, 0, "IA32_MCG_STATUS: clear"),
+    (0x8b, 0, "IA32_BIOS_SIGN_ID: microcode revision 0 (read unchecked by early Intel init)"),
+];
+
+/// MSRs a Linux guest may read from the hardware (writes #GP): MTRR
+/// capabilities, default type and ranges (the guest sees the platform's
+/// memory types), APERF/MPERF where CPUID.6 advertises them.
+pub fn readable_msr(msr: u32) -> bool {
+    matches!(msr, 0xfe | 0x2ff | 0x200..=0x213 | 0x250 | 0x258 | 0x259 | 0x268..=0x26f | 0xe7 | 0xe8)
+}
+
+/// MSRs a Linux guest owns outright (MSR-bitmap pass-through): the TSC
+/// deadline (the LAPIC timer is the guest's, like the whole local APIC);
+/// the speculation controls CPUID advertises (SPEC_CTRL, PRED_CMD's IBPB
+/// on every address-space switch, FLUSH_CMD): per-CPU mitigations that
+/// perfvisor does not use itself and that hide nothing of its state (a
+/// WRMSR of an MSR the CPU lacks still #GPs in the guest).
+pub const PASSTHROUGH_MSRS: [u32; 4] = [0x6e0, 0x48, 0x49, 0x10b];
+
+/// I/O ports a Linux guest reaches directly (I/O-bitmap pass-through),
+/// with why; every other port keeps the test kernel's policy (reset and
+/// power-off ports end the guest, COM1 emulated, the rest refused).
+pub const IO_PASSTHROUGH: &[(core::ops::RangeInclusive<u16>, &str)] = &[
+    (0x40..=0x43, "PIT: Linux's timer tick and TSC calibration (a timer, not a bus master)"),
+    (0x61..=0x61, "NMI status and PIT gate 2: PIT calibration (port 0x61 has no reset bit)"),
+    (
+        0x70..=0x71,
+        "RTC/CMOS: the wall clock (no DMA; the CMOS shutdown byte matters only on a reset, which ends the guest)",
+    ),
+];
+
+/// Port 0xf4 (the isa-debug-exit port the test initramfs writes its
+/// verdict to): 0x10 is the guest's success, anything else its failure.
+pub const EXIT_PORT: u16 = 0xf4;
+
+/// RDMSR for a Linux guest beyond the common policy: `EMULATED_MSRS`, then
+/// `readable_msr` from the hardware; `None`: #GP.
+pub fn read_msr(msr: u32) -> Option<u64> {
+    if let Some(&(_, value, _)) = EMULATED_MSRS.iter().find(|(m, _, _)| *m == msr) {
+        return Some(value);
+    }
+    if readable_msr(msr) {
+        return crate::arch::msr::rdmsr_checked(msr).ok();
+    }
+    None
+}
+
+/// Puts the local APIC in x2APIC mode before Linux starts, where CPUID
+/// offers it: Linux then keeps x2APIC ("enabled by BIOS") and reaches its
+/// APIC through the MSRs perfvisor already passes through or checks (the
+/// ICR), so the xAPIC page stays unmapped and its ICR out of reach.
+pub fn enable_x2apic() {
+    const X2APIC: u32 = 1 << 21;
+    const ENABLE: u64 = 1 << 11;
+    const EXTD: u64 = 1 << 10;
+    if crate::report::cpuid(1, 0).ecx & X2APIC == 0 {
+        log::warn!("linux: no x2APIC: Linux's xAPIC accesses will stop the guest (the xAPIC page is not mapped)");
+        return;
+    }
+    let Ok(base) = crate::arch::msr::rdmsr_checked(crate::pmi::IA32_APIC_BASE) else { return };
+    // SAFETY: enabling the APIC and then x2APIC mode is a valid transition
+    // (SDM vol. 3A §11.12.5); the host uses no APIC, the guest owns it.
+    let done = unsafe {
+        crate::arch::msr::wrmsr_checked(crate::pmi::IA32_APIC_BASE, base | ENABLE)
+            .and_then(|()| crate::arch::msr::wrmsr_checked(crate::pmi::IA32_APIC_BASE, base | ENABLE | EXTD))
+    };
+    match done {
+        Ok(()) => log::info!("linux: local APIC in x2APIC mode (the xAPIC page is not mapped for the guest)"),
+        Err(_) => log::warn!("linux: enabling x2APIC mode raised #GP"),
+    }
+}
