@@ -401,7 +401,7 @@ pub fn pmu_report(args: &[String]) -> Fallible<bool> {
             watch: Vec::new(),
         })?;
         let tests: Vec<(String, perfvisor_runner::cases::Outcome)> =
-            perfvisor_runner::cases::guest_tests(&outcome.serial)
+            perfvisor_runner::cases::guest_tests(&outcome.serial, false)
                 .into_iter()
                 .filter(|(name, _)| name.starts_with("pmu_"))
                 .collect();

@@ -590,7 +590,7 @@ pub fn run_case(case: &Case, image: &Path, run_root: &Path, kvm: &Result<(), Str
         results.push(CaseResult { name: format!("{}/{name}", case.name), outcome, elapsed: Duration::ZERO });
     }
     if case.guest_suite {
-        let tests = guest_tests(&boot.serial);
+        let tests = guest_tests(&boot.serial, matches!(case.guest, GuestImage::LinuxGuest(_)));
         match guest_tests_done(&boot.serial) {
             Some(n) if n == tests.len() && n > 0 => {}
             Some(n) => problems.push(format!("the guest says it ran {n} tests but reported {}", tests.len())),
@@ -619,15 +619,22 @@ pub fn run_case(case: &Case, image: &Path, run_root: &Path, kvm: &Result<(), Str
 /// `TEST name ... ok|FAILED (why)|skipped (why)` lines, as the hypervisor
 /// prints the guest's ReportTest hypercalls, and the Linux client's
 /// `LINUXTEST name ... status` lines (closed by `LINUXTESTS DONE N run`).
-pub fn guest_tests(serial: &str) -> Vec<(String, Outcome)> {
+/// `linux_guest`: the run's guest is Linux, whose console lines reach the
+/// log as `guest: ` lines; only then are `guest: LINUXTEST` lines results
+/// (from any other guest they would be forgeries).
+pub fn guest_tests(serial: &str, linux_guest: bool) -> Vec<(String, Outcome)> {
     serial
         .lines()
-        // A Linux guest's console lines reach the log as `guest: ` lines:
-        // only LINUXTEST lines are taken from them (TEST lines are perfvisor's own).
+        // Only LINUXTEST lines are taken from a Linux guest's output (TEST
+        // lines are perfvisor's own).
         .filter_map(|l| {
-            l.strip_prefix("TEST ")
-                .or_else(|| l.strip_prefix("LINUXTEST "))
-                .or_else(|| l.strip_prefix("guest: LINUXTEST "))
+            l.strip_prefix("TEST ").or_else(|| l.strip_prefix("LINUXTEST ")).or_else(|| {
+                if linux_guest {
+                    l.strip_prefix("guest: LINUXTEST ")
+                } else {
+                    None
+                }
+            })
         })
         .filter_map(|rest| rest.split_once(" ... "))
         .map(|(name, status)| {
@@ -710,20 +717,21 @@ mod tests {
     #[test]
     fn guest_test_lines_become_outcomes() {
         let serial = "x\nTEST a ... ok\nTEST b ... FAILED (read 0x1)\nTEST c ... skipped (no PMU)\nguest: TESTS DONE 3 run, 1 failed\n";
-        let t = guest_tests(serial);
+        let t = guest_tests(serial, false);
         assert_eq!(t[0], ("a".into(), Outcome::Pass));
         assert_eq!(t[1], ("b".into(), Outcome::Fail("read 0x1".into())));
         assert_eq!(t[2], ("c".into(), Outcome::Skip("no PMU".into())));
         assert_eq!(guest_tests_done(serial), Some(3));
         let linux = "LINUXTEST linux_pmu_driver ... ok\nLINUXTEST linux_rdpmc_fixed ... FAILED (no index)\nLINUXTESTS DONE 2 run, 1 failed\n";
-        let t = guest_tests(linux);
+        let t = guest_tests(linux, false);
         assert_eq!(t[0], ("linux_pmu_driver".into(), Outcome::Pass));
         assert_eq!(t[1], ("linux_rdpmc_fixed".into(), Outcome::Fail("no index".into())));
         assert_eq!(guest_tests_done(linux), Some(2));
         // A Linux guest's lines come prefixed; its `guest: TEST` lines are not perfvisor's and do not count.
         let guest = "guest: LINUXTEST linux_no_oops ... ok\nguest: TEST forged ... ok\nguest: LINUXTESTS DONE 1 run, 0 failed\n";
-        let t = guest_tests(guest);
+        let t = guest_tests(guest, true);
         assert_eq!(t, vec![("linux_no_oops".into(), Outcome::Pass)]);
+        assert!(guest_tests(guest, false).is_empty(), "from another guest they are forgeries");
         assert_eq!(guest_tests_done(guest), Some(1));
     }
 }
