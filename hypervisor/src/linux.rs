@@ -29,8 +29,9 @@ use crate::memory::phys_map;
 use core::fmt;
 use perfvisor_abi::RamRange;
 use perfvisor_platform::bundle::Bundle;
-use perfvisor_platform::linux::layout::{first_fit, Range};
-use perfvisor_platform::linux::{E820Kind, E820Table, SetupHeader, Vmlinux, ZeroPage};
+use perfvisor_platform::linux::bundled::{LinuxBundle, LoadError, Placement};
+use perfvisor_platform::linux::layout::Range;
+use perfvisor_platform::linux::{E820Kind, E820Table, ZeroPage};
 
 /// The bundle parts of a Linux guest (any one of the kernel parts makes the
 /// ramdisk a Linux guest's).
@@ -53,24 +54,10 @@ pub struct LinuxStart {
 /// Why the Linux guest cannot be loaded, in words.
 pub enum LinuxError {
     Bundle(perfvisor_platform::bundle::BundleError),
-    /// A boot-protocol or image error, with the part it concerns.
+    /// The kernel, command line or initrd, or room for them (the platform crate's checks).
+    Load(LoadError),
+    /// A boot-protocol error while building the zero page.
     Image(&'static str, perfvisor_platform::linux::Error),
-    NoKernel,
-    /// `vmlinux-headers` without `vmlinux-flat.lz4` or the reverse.
-    HalfFlatKernel,
-    Lz4 {
-        part: &'static str,
-        why: &'static str,
-    },
-    TooLarge {
-        part: &'static str,
-        size: u64,
-        room: u64,
-    },
-    NoRoom {
-        what: &'static str,
-        size: u64,
-    },
     InitrdMissing,
 }
 
@@ -78,51 +65,13 @@ impl fmt::Display for LinuxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Bundle(e) => write!(f, "the ramdisk is not a usable bundle: {e}"),
+            Self::Load(e) => write!(f, "{e}"),
             Self::Image(part, e) => write!(f, "{part}: {e}"),
-            Self::NoKernel => {
-                f.write_str("the bundle has no kernel (vmlinux-headers + vmlinux-flat.lz4, vmlinux or bzimage)")
-            }
-            Self::HalfFlatKernel => f.write_str(
-                "the bundle has only one of vmlinux-headers and vmlinux-flat.lz4 (a flat kernel needs both)",
-            ),
-            Self::Lz4 { part, why } => write!(f, "bundle part {part}: {why}"),
-            Self::TooLarge { part, size, room } => {
-                write!(
-                    f,
-                    "bundle part {part}: {size:#x} bytes uncompressed, more than the {room:#x} bytes reserved for it"
-                )
-            }
-            Self::NoRoom { what, size } => write!(f, "no free {size:#x} bytes in guest RAM for the {what}"),
             Self::InitrdMissing => f.write_str(
                 "the bundle has no initrd (part initrd or initrd.lz4): perfvisor gives a Linux guest no disk, \
                  so without an initrd it has no root file system",
             ),
         }
-    }
-}
-
-enum Kernel<'a> {
-    Flat { vmlinux: Vmlinux, lz4: &'a [u8] },
-    Elf { vmlinux: Vmlinux, elf: &'a [u8] },
-    BzImage { code: &'a [u8] },
-}
-
-fn lz4_len(part: &'static str, bytes: &[u8]) -> Result<u64, LinuxError> {
-    lz4_flex::block::uncompressed_size(bytes)
-        .map(|(n, _)| n as u64)
-        .map_err(|_| LinuxError::Lz4 { part, why: "not an LZ4 block with its length prepended" })
-}
-
-fn unlz4(part: &'static str, bytes: &[u8], dest: &mut [u8]) -> Result<u64, LinuxError> {
-    let (len, body) = lz4_flex::block::uncompressed_size(bytes)
-        .map_err(|_| LinuxError::Lz4 { part, why: "not an LZ4 block with its length prepended" })?;
-    if len > dest.len() {
-        return Err(LinuxError::TooLarge { part, size: len as u64, room: dest.len() as u64 });
-    }
-    match lz4_flex::block::decompress_into(body, &mut dest[..len]) {
-        Ok(n) if n == len => Ok(n as u64),
-        Ok(_) => Err(LinuxError::Lz4 { part, why: "decompressed to fewer bytes than its header says" }),
-        Err(_) => Err(LinuxError::Lz4 { part, why: "corrupt LZ4 data" }),
     }
 }
 
@@ -153,105 +102,24 @@ pub fn load(
     rsdp: Option<u64>,
 ) -> Result<LinuxStart, LinuxError> {
     let bundle = Bundle::parse(ramdisk).map_err(LinuxError::Bundle)?;
-    let kernel = match (bundle.get("vmlinux-headers"), bundle.get("vmlinux-flat.lz4")) {
-        (Some(headers), Some(lz4)) => Kernel::Flat {
-            vmlinux: Vmlinux::parse_headers(headers).map_err(|e| LinuxError::Image("vmlinux-headers", e))?,
-            lz4,
-        },
-        (Some(_), None) | (None, Some(_)) => return Err(LinuxError::HalfFlatKernel),
-        (None, None) => {
-            if let Some(elf) = bundle.get("vmlinux") {
-                Kernel::Elf { vmlinux: Vmlinux::parse(elf).map_err(|e| LinuxError::Image("vmlinux", e))?, elf }
-            } else if let Some(image) = bundle.get("bzimage") {
-                let header = SetupHeader::parse(image).map_err(|e| LinuxError::Image("bzImage", e))?;
-                Kernel::BzImage {
-                    code: header.protected_mode_code(image).map_err(|e| LinuxError::Image("bzImage", e))?,
-                }
-            } else {
-                return Err(LinuxError::NoKernel);
-            }
-        }
-    };
-    let header = match (bundle.get("setup").or(bundle.get("bzimage")), &kernel) {
-        (Some(setup), _) => SetupHeader::parse(setup).map_err(|e| LinuxError::Image("the setup header", e))?,
-        (None, Kernel::Flat { vmlinux, .. } | Kernel::Elf { vmlinux, .. }) => {
-            SetupHeader::for_vmlinux(vmlinux.mem_size())
-        }
-        (None, Kernel::BzImage { .. }) => return Err(LinuxError::NoKernel),
-    };
-    let (entry_offset, image_size) = match &kernel {
-        Kernel::Flat { vmlinux, .. } | Kernel::Elf { vmlinux, .. } => (vmlinux.entry_offset, vmlinux.mem_size()),
-        Kernel::BzImage { code } => (perfvisor_platform::linux::setup::ENTRY_64_OFFSET, code.len() as u64),
-    };
-    let kernel_size = image_size.max(u64::from(header.init_size)).next_multiple_of(4096);
-    let cmdline = bundle.get("cmdline").unwrap_or(b"");
-    header.check_cmdline(cmdline.len()).map_err(|e| LinuxError::Image("cmdline", e))?;
-    let initrd_size = match (bundle.get("initrd"), bundle.get("initrd.lz4")) {
-        (Some(raw), _) => raw.len() as u64,
-        (None, Some(lz4)) => lz4_len("initrd.lz4", lz4)?,
-        (None, None) => 0,
-    };
-    if initrd_size == 0 {
+    let linux = LinuxBundle::parse(&bundle).map_err(LinuxError::Load)?;
+    if linux.initrd_size == 0 {
         return Err(LinuxError::InitrdMissing);
     }
-
+    let LinuxBundle { header, cmdline, entry_offset, image_size, kernel_size, initrd_size, .. } = linux;
     let mut free = [Range::new(0, 0); perfvisor_abi::MAX_RAM_RANGES];
     for (slot, r) in free.iter_mut().zip(ram) {
         *slot = Range::new(r.start, r.end);
     }
-    let free = &free[..ram.len()];
-    let align = header.load_alignment();
-    let kernel_at = first_fit(free, &[], kernel_size, align, header.pref_address, u64::MAX)
-        .or_else(|| first_fit(free, &[], kernel_size, align, 0, u64::MAX))
-        .ok_or(LinuxError::NoRoom { what: "kernel", size: kernel_size })?;
-    header.check_load_address(kernel_at).map_err(|e| LinuxError::Image("kernel", e))?;
-    let kernel_range = Range::new(kernel_at, kernel_at + kernel_size);
-    let initrd_at = if initrd_size == 0 {
-        0
-    } else {
-        first_fit(free, &[kernel_range], initrd_size, 4096, kernel_range.end, header.initrd_limit())
-            .or_else(|| first_fit(free, &[kernel_range], initrd_size, 4096, 0, header.initrd_limit()))
-            .ok_or(LinuxError::NoRoom { what: "initrd", size: initrd_size })?
-    };
-    header.check_initrd(initrd_at, initrd_size).map_err(|e| LinuxError::Image("initrd", e))?;
-    let initrd_range = Range::new(initrd_at, initrd_at + initrd_size);
     // Zero page, command line, GDT, PML4, PDPT and four PDs.
     let cmdline_pages = (cmdline.len() as u64 + 1).div_ceil(4096);
     let block_size = (1 + cmdline_pages + 1 + 6) * 4096;
-    let block_at = first_fit(free, &[kernel_range, initrd_range], block_size, 4096, 0, 0x1_0000_0000)
-        .ok_or(LinuxError::NoRoom { what: "zero page, command line and page tables", size: block_size })?;
-
-    // SAFETY: kernel_range lies in guest RAM (first_fit over it) and nothing else uses it.
-    let dest = unsafe { guest_mut(kernel_at, kernel_size) };
-    let written = match kernel {
-        Kernel::Flat { vmlinux, lz4 } => {
-            let n = unlz4("vmlinux-flat.lz4", lz4, dest)?;
-            if n > vmlinux.mem_size() {
-                return Err(LinuxError::TooLarge { part: "vmlinux-flat.lz4", size: n, room: vmlinux.mem_size() });
-            }
-            n
-        }
-        Kernel::Elf { vmlinux, elf } => {
-            vmlinux.copy_into(elf, dest).map_err(|e| LinuxError::Image("vmlinux", e))?;
-            vmlinux.mem_size()
-        }
-        Kernel::BzImage { code } => {
-            dest[..code.len()].copy_from_slice(code);
-            code.len() as u64
-        }
-    };
-    dest[written as usize..].fill(0);
-    if initrd_size > 0 {
-        // SAFETY: initrd_range lies in guest RAM, apart from the kernel.
-        let dest = unsafe { guest_mut(initrd_at, initrd_size) };
-        match (bundle.get("initrd"), bundle.get("initrd.lz4")) {
-            (Some(raw), _) => dest.copy_from_slice(raw),
-            (_, Some(lz4)) => {
-                unlz4("initrd.lz4", lz4, dest)?;
-            }
-            _ => {}
-        }
-    }
+    let Placement { kernel_at, initrd_at, block_at, .. } =
+        linux.place(&free[..ram.len()], 0, block_size).map_err(LinuxError::Load)?;
+    // SAFETY: place() put the kernel in guest RAM, apart from initrd and block; nothing else uses it.
+    linux.unpack_kernel(unsafe { guest_mut(kernel_at, kernel_size) }).map_err(LinuxError::Load)?;
+    // SAFETY: likewise for the initrd.
+    linux.unpack_initrd(unsafe { guest_mut(initrd_at, initrd_size) }).map_err(LinuxError::Load)?;
 
     // SAFETY: the block lies in guest RAM, apart from kernel and initrd.
     let block = unsafe { guest_mut(block_at, block_size) };

@@ -17,6 +17,7 @@
 //!    `DS`/`ES`/`SS` = 0x18 (flat), interrupts off, and `rsi` = the zero
 //!    page's physical address.
 
+pub mod bundled;
 pub mod e820;
 pub mod elf;
 pub mod layout;

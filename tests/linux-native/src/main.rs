@@ -40,8 +40,9 @@ mod kernel {
     use core::fmt::Write;
     use perfvisor_guest::native::{self, console};
     use perfvisor_platform::bundle::Bundle;
-    use perfvisor_platform::linux::layout::{first_fit, Range};
-    use perfvisor_platform::linux::{E820Kind, E820Table, SetupHeader, Vmlinux, ZeroPage};
+    use perfvisor_platform::linux::bundled::{LinuxBundle, Placement};
+    use perfvisor_platform::linux::layout::Range;
+    use perfvisor_platform::linux::{E820Kind, E820Table, ZeroPage};
 
     /// All of physical memory is mapped here: the loader writes the kernel,
     /// initrd, zero page and page tables through it.
@@ -92,38 +93,6 @@ mod kernel {
         unsafe { core::slice::from_raw_parts_mut((PHYS_OFFSET + addr) as *mut u8, len as usize) }
     }
 
-    /// Decompresses an LZ4 part (length-prepended) into `dest`, which must
-    /// hold at least its uncompressed length; returns that length.
-    fn unlz4(name: &str, part: &[u8], dest: &mut [u8]) -> usize {
-        let (len, body) = lz4_flex::block::uncompressed_size(part)
-            .unwrap_or_else(|e| fail!("bundle part {name}: not an LZ4 block: {e}"));
-        if len > dest.len() {
-            fail!("bundle part {name}: {len} bytes uncompressed, but only {} bytes are reserved", dest.len());
-        }
-        match lz4_flex::block::decompress_into(body, &mut dest[..len]) {
-            Ok(n) if n == len => n,
-            Ok(n) => fail!("bundle part {name}: decompressed to {n} bytes, expected {len}"),
-            Err(e) => fail!("bundle part {name}: corrupt LZ4 data: {e}"),
-        }
-    }
-
-    fn lz4_len(name: &str, part: &[u8]) -> u64 {
-        match lz4_flex::block::uncompressed_size(part) {
-            Ok((len, _)) => len as u64,
-            Err(e) => fail!("bundle part {name}: not an LZ4 block: {e}"),
-        }
-    }
-
-    /// The kernel image in the bundle, and how to put it in place.
-    enum Kernel<'a> {
-        /// The flat PT_LOAD image (LZ4) and the ELF headers it came from.
-        Flat { vmlinux: Vmlinux, lz4: &'a [u8] },
-        /// A whole vmlinux ELF.
-        Elf { vmlinux: Vmlinux, elf: &'a [u8] },
-        /// A whole bzImage: its protected-mode code, entered 0x200 in.
-        BzImage { code: &'a [u8] },
-    }
-
     const MAX_REGIONS: usize = 64;
 
     fn main(boot_info: &'static mut BootInfo) -> ! {
@@ -140,39 +109,8 @@ mod kernel {
         let ramdisk = unsafe { core::slice::from_raw_parts(ramdisk as *const u8, len as usize) };
         let bundle = Bundle::parse(ramdisk).unwrap_or_else(|e| fail!("the ramdisk is not a usable bundle: {e}"));
 
-        // The kernel and its header.
-        let kernel = if let (Some(headers), Some(lz4)) = (bundle.get("vmlinux-headers"), bundle.get("vmlinux-flat.lz4"))
-        {
-            let vmlinux = Vmlinux::parse_headers(headers).unwrap_or_else(|e| fail!("vmlinux: {e}"));
-            Kernel::Flat { vmlinux, lz4 }
-        } else if let Some(elf) = bundle.get("vmlinux") {
-            Kernel::Elf { vmlinux: Vmlinux::parse(elf).unwrap_or_else(|e| fail!("vmlinux: {e}")), elf }
-        } else if let Some(image) = bundle.get("bzimage") {
-            let header = SetupHeader::parse(image).unwrap_or_else(|e| fail!("bzImage: {e}"));
-            Kernel::BzImage { code: header.protected_mode_code(image).unwrap_or_else(|e| fail!("bzImage: {e}")) }
-        } else {
-            fail!("the bundle has no kernel (parts: vmlinux-headers + vmlinux-flat.lz4, vmlinux or bzimage)");
-        };
-        let header = match (bundle.get("setup").or(bundle.get("bzimage")), &kernel) {
-            (Some(setup), _) => SetupHeader::parse(setup).unwrap_or_else(|e| fail!("the kernel's setup header: {e}")),
-            (None, Kernel::Flat { vmlinux, .. } | Kernel::Elf { vmlinux, .. }) => {
-                SetupHeader::for_vmlinux(vmlinux.mem_size())
-            }
-            (None, Kernel::BzImage { .. }) => unreachable!("a bzImage carries its header"),
-        };
-        let (entry_offset, image_size) = match &kernel {
-            Kernel::Flat { vmlinux, .. } | Kernel::Elf { vmlinux, .. } => (vmlinux.entry_offset, vmlinux.mem_size()),
-            Kernel::BzImage { code } => (perfvisor_platform::linux::setup::ENTRY_64_OFFSET, code.len() as u64),
-        };
-        // The kernel needs init_size from its load address before it has its own memory.
-        let kernel_size = image_size.max(u64::from(header.init_size)).next_multiple_of(4096);
-        let cmdline = bundle.get("cmdline").unwrap_or(b"");
-        header.check_cmdline(cmdline.len()).unwrap_or_else(|e| fail!("{e}"));
-        let initrd_size = match (bundle.get("initrd"), bundle.get("initrd.lz4")) {
-            (Some(raw), _) => raw.len() as u64,
-            (None, Some(lz4)) => lz4_len("initrd.lz4", lz4),
-            (None, None) => 0,
-        };
+        let linux = LinuxBundle::parse(&bundle).unwrap_or_else(|e| fail!("{e}"));
+        let LinuxBundle { header, cmdline, entry_offset, image_size, kernel_size, initrd_size, .. } = linux;
 
         // Where everything goes: only memory the bootloader left usable.
         let mut free = [Range::new(0, 0); MAX_REGIONS];
@@ -185,28 +123,11 @@ mod kernel {
             nfree += 1;
         }
         let free = &free[..nfree];
-        let align = header.load_alignment();
-        let kernel_at = first_fit(free, &[], kernel_size, align, header.pref_address.max(0x100_0000), u64::MAX)
-            .or_else(|| first_fit(free, &[], kernel_size, align, 0x10_0000, u64::MAX))
-            .unwrap_or_else(|| fail!("no free {kernel_size:#x} bytes aligned to {align:#x} for the kernel"));
-        header.check_load_address(kernel_at).unwrap_or_else(|e| fail!("{e}"));
-        let kernel_range = Range::new(kernel_at, kernel_at + kernel_size);
-        let initrd_at = if initrd_size == 0 {
-            0
-        } else {
-            first_fit(free, &[kernel_range], initrd_size, 4096, kernel_range.end, header.initrd_limit())
-                .or_else(|| first_fit(free, &[kernel_range], initrd_size, 4096, 0x10_0000, header.initrd_limit()))
-                .unwrap_or_else(|| {
-                    fail!("no free {initrd_size:#x} bytes below {:#x} for the initrd", header.initrd_limit())
-                })
-        };
-        header.check_initrd(initrd_at, initrd_size).unwrap_or_else(|e| fail!("{e}"));
-        let initrd_range = Range::new(initrd_at, initrd_at + initrd_size);
         // Zero page, command line (up to cmdline_size), PML4, PDPT and four PDs.
         let cmdline_pages = (cmdline.len() as u64 + 1).div_ceil(4096);
         let block_size = (1 + cmdline_pages + 6) * 4096;
-        let block_at = first_fit(free, &[kernel_range, initrd_range], block_size, 4096, 0x10_0000, 0x1_0000_0000)
-            .unwrap_or_else(|| fail!("no free {block_size:#x} bytes below 4 GiB for the zero page and page tables"));
+        let Placement { kernel_at, initrd_at, block_at, .. } =
+            linux.place(free, 0x10_0000, block_size).unwrap_or_else(|e| fail!("{e}"));
         say!(
             "kernel {image_size:#x} bytes (init_size {:#x}, protocol {}.{:02}) at {kernel_at:#x}, entry {:#x}; \
              initrd {initrd_size:#x} bytes at {initrd_at:#x}; zero page at {block_at:#x}",
@@ -218,40 +139,10 @@ mod kernel {
 
         // Put the kernel and initrd in place.
         let loaded = tsc();
-        // SAFETY: kernel_range lies in usable RAM (first_fit) and nothing else uses it.
-        let dest = unsafe { phys_mut(kernel_at, kernel_size) };
-        let written = match kernel {
-            Kernel::Flat { vmlinux, lz4 } => {
-                let n = unlz4("vmlinux-flat.lz4", lz4, dest) as u64;
-                if n > vmlinux.mem_size() {
-                    fail!(
-                        "the flat kernel image ({n:#x} bytes) is larger than its segments ({:#x})",
-                        vmlinux.mem_size()
-                    );
-                }
-                n
-            }
-            Kernel::Elf { vmlinux, elf } => {
-                vmlinux.copy_into(elf, dest).unwrap_or_else(|e| fail!("vmlinux: {e}"));
-                vmlinux.mem_size()
-            }
-            Kernel::BzImage { code } => {
-                dest[..code.len()].copy_from_slice(code);
-                code.len() as u64
-            }
-        };
-        dest[written as usize..].fill(0);
-        if initrd_size > 0 {
-            // SAFETY: initrd_range lies in usable RAM, apart from the kernel's.
-            let dest = unsafe { phys_mut(initrd_at, initrd_size) };
-            match (bundle.get("initrd"), bundle.get("initrd.lz4")) {
-                (Some(raw), _) => dest.copy_from_slice(raw),
-                (_, Some(lz4)) => {
-                    unlz4("initrd.lz4", lz4, dest);
-                }
-                _ => unreachable!("initrd_size > 0"),
-            }
-        }
+        // SAFETY: place() put the kernel in usable RAM, apart from initrd and block; nothing else uses it.
+        linux.unpack_kernel(unsafe { phys_mut(kernel_at, kernel_size) }).unwrap_or_else(|e| fail!("{e}"));
+        // SAFETY: likewise for the initrd (an empty range when there is none).
+        linux.unpack_initrd(unsafe { phys_mut(initrd_at, initrd_size) }).unwrap_or_else(|e| fail!("{e}"));
 
         // The zero page, its command line and e820 map.
         // SAFETY: the block lies in usable RAM, apart from kernel and initrd.
