@@ -168,8 +168,23 @@ pub fn deliver_nmi() -> Result<(), VmcsError> {
         return set_nmi_window(true);
     }
     NMI_PENDING.store(false, Ordering::SeqCst);
+    wake_from_hlt(&mut v)?;
     v.write32(Vmcs32::EntryInterruptionInfo, injection_info(2, EventKind::Nmi, false))?;
     set_nmi_window(false)
+}
+
+/// A guest halted in HLT (a Linux guest: HLT does not exit) that takes an
+/// injected event resumes as the hardware would: an event delivered in the
+/// HLT state leaves it, with RIP already past the HLT. An NMI exit can
+/// arrive in the guest's HLT state; entering with the state made active
+/// is what KVM does too (`vmx_clear_hlt`), and needs no reliance on how a
+/// CPU treats injection into HLT.
+fn wake_from_hlt(v: &mut ActiveVmcs) -> Result<(), VmcsError> {
+    const HLT: u32 = 1;
+    if v.read32(Vmcs32::GuestActivityState)? == HLT {
+        v.write32(Vmcs32::GuestActivityState, 0)?;
+    }
+    Ok(())
 }
 
 /// After an exit that may have interrupted event delivery: re-inject the
@@ -202,5 +217,6 @@ pub fn requeue_vectored_event() -> Result<(), VmcsError> {
         let state = v.read32(Vmcs32::GuestInterruptibility)?;
         v.write32(Vmcs32::GuestInterruptibility, state & !BLOCKED_BY_NMI)?;
     }
+    wake_from_hlt(&mut v)?;
     v.write32(Vmcs32::EntryInterruptionInfo, entry)
 }

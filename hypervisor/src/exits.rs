@@ -88,6 +88,8 @@ pub struct Guest {
     pub ram: [RamRange; perfvisor_abi::MAX_RAM_RANGES],
     pub ram_count: usize,
     pub exits: [u64; COUNTED_REASONS],
+    /// `exits` when the Linux guest last marked a phase (`report_phase`).
+    pub exits_at_phase: [u64; COUNTED_REASONS],
     /// The guest is Linux: `crate::linux`'s MSR and port policy applies.
     pub linux: bool,
 }
@@ -302,6 +304,10 @@ impl Guest {
             }
             ExitReason::TripleFault => {
                 let rip = v.read_natural(VmcsNatural::GuestRip)?;
+                // A Linux guest's reboot (reboot=t) is one too: said as such.
+                if let Some(end) = self.linux_triple_fault(rip)? {
+                    return Ok(Some(end));
+                }
                 error!("vmx: the guest triple-faulted (RIP {rip:#x}): an exception while delivering a double fault");
                 dump_vmcs();
                 return Ok(Some(GuestEnd::Stopped("triple fault")));
@@ -527,6 +533,22 @@ impl Guest {
             Ok(Err(_)) => error!("pmu: putting the guest context raised #GP: the PMU may not be fully parked"),
             Err(e) => error!("pmu: the guest context was not put ({e}): the PMU is not parked"),
         }
+    }
+
+    /// The exits since the previous phase mark (or the start), one line
+    /// per reason: the Linux test client marks the end of each phase of
+    /// its run (`crate::linux::PHASES`) for `cargo xtask bench linux`.
+    #[cold]
+    #[inline(never)]
+    pub fn report_phase(&mut self, phase: &str) {
+        let since = |(reason, (&now, &then)): (usize, (&u64, &u64))| (reason, now - then);
+        let deltas = self.exits.iter().zip(self.exits_at_phase.iter()).enumerate().map(since);
+        let total: u64 = deltas.clone().map(|(_, n)| n).sum();
+        info!("exits: phase {phase}: {total} VM exits");
+        for (reason, n) in deltas.filter(|&(_, n)| n > 0) {
+            info!("exits: phase {phase}: {n} {}", ExitReason::from_basic(reason as u16));
+        }
+        self.exits_at_phase = self.exits;
     }
 
     /// One line per exit reason that occurred.

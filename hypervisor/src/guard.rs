@@ -49,17 +49,44 @@ pub struct Com1 {
     divisor: [u8; 2],
     line: [u8; Com1::LINE],
     len: usize,
+    /// The guest is Linux: each line, when it ends, is checked for the
+    /// kernel's panic line ([`vmx::guard::linux_panic_reason`]).
+    pub linux: bool,
+    /// The reason of the Linux guest's kernel panic once its line ended:
+    /// the I/O exit that ended it stops the guest (`Guest::other_exit`).
+    panic: Option<PanicReason>,
+    /// The THRE interrupt is due: reset, or a byte went out, since IIR
+    /// last reported it (see `read`).
+    thre_pending: bool,
+}
+
+/// The reason from a Linux guest's panic line, copied: more bytes may
+/// follow in the same exit and reuse the line buffer.
+struct PanicReason {
+    bytes: [u8; Com1::LINE],
+    len: usize,
+    /// The line reached [`Com1::LINE`] bytes: the reason may go on.
+    cut: bool,
 }
 
 impl Default for Com1 {
     fn default() -> Self {
-        Self { regs: [0; 8], divisor: [0; 2], line: [0; Com1::LINE], len: 0 }
+        Self {
+            regs: [0; 8],
+            divisor: [0; 2],
+            line: [0; Com1::LINE],
+            len: 0,
+            linux: false,
+            panic: None,
+            thre_pending: true,
+        }
     }
 }
 
 impl Com1 {
     pub const LINE: usize = 100;
     const LCR: usize = 3;
+    const IER_THRI: u8 = 0x02;
     const DLAB: u8 = 0x80;
 
     fn read(&mut self, offset: u8) -> u8 {
@@ -67,8 +94,24 @@ impl Com1 {
         match offset {
             0 | 1 if dlab => self.divisor[usize::from(offset)],
             0 => 0,
-            // IIR: no interrupt pending (FIFOs enabled if FCR bit 0 was set).
-            2 => 0x01 | if self.regs[2] & 1 != 0 { 0xc0 } else { 0 },
+            // IIR (FIFOs enabled if FCR bit 0 was set): "transmitter
+            // empty" pending, while the THRE interrupt is enabled, once
+            // after reset and once after bytes were written (reading IIR
+            // clears it, as on a 16550), else none. Enabling the THRE
+            // interrupt does not re-assert it: that is a real UART bug
+            // Linux's 8250 driver detects (UART_BUG_THRE) and then drives
+            // the port from a timer. perfvisor raises no COM1 interrupt,
+            // so without this a Linux guest's tty output (a shell) stalls
+            // after one FIFO load, waiting for IRQ 4.
+            2 => {
+                let fifo = if self.regs[2] & 1 != 0 { 0xc0 } else { 0 };
+                if self.thre_pending && self.regs[1] & Self::IER_THRI != 0 {
+                    self.thre_pending = false;
+                    fifo | 0x02
+                } else {
+                    fifo | 0x01
+                }
+            }
             // LSR: transmitter empty, no data.
             5 => 0x60,
             // MSR: CTS, DSR, DCD.
@@ -82,7 +125,10 @@ impl Com1 {
         let dlab = self.regs[Self::LCR] & Self::DLAB != 0;
         match offset {
             0 | 1 if dlab => self.divisor[usize::from(offset)] = value,
-            0 => return self.byte(value),
+            0 => {
+                self.thre_pending = true;
+                return self.byte(value);
+            }
             5 | 6 => {}
             o => self.regs[usize::from(o)] = value,
         }
@@ -112,7 +158,32 @@ impl Com1 {
         }
         let n = self.len;
         self.len = 0;
+        // Only at a line's end, so a byte costs nothing more; the first panic counts.
+        if self.linux && self.panic.is_none() {
+            if let Some(reason) = vmx::guard::linux_panic_reason(&self.line[..n]) {
+                let mut bytes = [0; Self::LINE];
+                bytes[..reason.len()].copy_from_slice(reason);
+                self.panic = Some(PanicReason { bytes, len: reason.len(), cut: n == Self::LINE });
+            }
+        }
         guest_line(&self.line[..n])
+    }
+
+    /// A Linux guest's console line was its kernel's panic line.
+    #[inline(always)]
+    pub fn panicked(&self) -> bool {
+        self.panic.is_some()
+    }
+}
+
+/// Guest bytes shown on perfvisor's console: each made safe by
+/// [`console_safe`] (no control characters, so no line of the guest's can
+/// look like one of perfvisor's).
+struct SafeText<'a>(&'a [u8]);
+
+impl core::fmt::Display for SafeText<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|&b| core::fmt::Write::write_char(f, console_safe(b)))
     }
 }
 
@@ -120,13 +191,7 @@ impl Com1 {
 /// safe (no control characters, so no line of the guest's can look like
 /// one of perfvisor's). Returns the bytes written.
 pub fn guest_line(bytes: &[u8]) -> u64 {
-    struct Safe<'a>(&'a [u8]);
-    impl core::fmt::Display for Safe<'_> {
-        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            self.0.iter().try_for_each(|&b| core::fmt::Write::write_char(f, console_safe(b)))
-        }
-    }
-    write_fmt(format_args!("guest: {}\n", Safe(bytes)));
+    write_fmt(format_args!("guest: {}\n", SafeText(bytes)));
     bytes.len() as u64 + 8
 }
 
@@ -421,7 +486,17 @@ impl Guest {
             }
             11 => self.refuse_instruction("GETSEC (perfvisor offers no SMX)", UD),
             28 => self.cr_access(),
-            30 => self.io_exit(),
+            30 => {
+                let end = self.io_exit()?;
+                // The Linux guest's console line this exit ended was its
+                // kernel's panic line: stop it now, with the reason, rather
+                // than at the reboot that follows (panic=-1 reboot=t: a
+                // triple fault) or never (panic=0 spins forever).
+                if end.is_none() && self.guard.com1.panicked() {
+                    return Ok(Some(self.linux_panicked()));
+                }
+                Ok(end)
+            }
             55 => self.xsetbv(),
             13 => {
                 // INVD would drop dirty lines of perfvisor's memory too:
@@ -436,6 +511,47 @@ impl Guest {
             19..=27 | 50 | 53 | 59 => self.refuse_instruction("a VMX instruction (perfvisor offers no nested VMX)", UD),
             _ => Ok(Some(self.unhandled_exit(basic)?)),
         }
+    }
+
+    /// The Linux guest's kernel panicked (its console said so): the reason
+    /// in perfvisor's words, and the guest stopped.
+    #[cold]
+    #[inline(never)]
+    fn linux_panicked(&self) -> GuestEnd {
+        if let Some(p) = &self.guard.com1.panic {
+            let reason = &p.bytes[..p.len];
+            error!(
+                "linux: the guest kernel panicked: {}{}",
+                SafeText(reason),
+                match (reason.is_empty(), p.cut) {
+                    (true, _) => "(no reason given)",
+                    (false, true) => "...",
+                    (false, false) => "",
+                }
+            );
+        }
+        GuestEnd::Stopped("guest kernel panic")
+    }
+
+    /// A Linux guest triple-faulted. Linux reboots that way with
+    /// `reboot=t` (arch/x86/kernel/reboot.c: an empty IDT, then INT3), also
+    /// after a panic (`panic=-1` reboots at once): such a reboot ended the
+    /// run, and is reported as one. It is told from a real triple fault by
+    /// the empty IDT after the console printed: Linux loads its IDT long
+    /// before its console prints (the guest starts with an empty IDT, so
+    /// an early fault has one too). `Ok(None)`: no such reboot; the caller
+    /// reports the triple fault as for any guest.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn linux_triple_fault(&self, rip: u64) -> Result<Option<GuestEnd>, VmcsError> {
+        if !self.linux || self.guard.console_bytes == 0 || ActiveVmcs.read32(Vmcs32::GuestIdtrLimit)? != 0 {
+            return Ok(None);
+        }
+        error!(
+            "linux: the guest rebooted (a triple fault on an empty IDT at RIP {rip:#x}: Linux's reboot=t, \
+             as after a panic with panic=-1); a guest reboot ended the run"
+        );
+        Ok(Some(GuestEnd::Stopped("guest reboot (triple fault)")))
     }
 
     /// XSETBV (SDM vol. 2D): CPL 0, CR4.OSXSAVE, XCR0 valid for this CPU.
@@ -536,6 +652,11 @@ impl Guest {
             return Ok(None);
         }
         if self.linux && q.port() == crate::linux::EXIT_PORT && !q.is_in() {
+            if let Some(phase) = crate::linux::phase_marked(self.vcpu.regs.rax as u8) {
+                self.report_phase(phase);
+                self.retire_emulated()?;
+                return Ok(None);
+            }
             let status = u64::from(self.vcpu.regs.rax as u8 != 0x10);
             info!("linux: the guest wrote {:#x} to port {:#x} (its verdict port)", self.vcpu.regs.rax as u8, q.port());
             return Ok(Some(GuestEnd::Exited(status)));

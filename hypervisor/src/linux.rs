@@ -30,6 +30,7 @@ use core::fmt;
 use perfvisor_abi::RamRange;
 use perfvisor_platform::bundle::Bundle;
 use perfvisor_platform::linux::bundled::{LinuxBundle, LoadError, Placement};
+use perfvisor_platform::linux::cmdline::{with_required, RequiredOption};
 use perfvisor_platform::linux::layout::Range;
 use perfvisor_platform::linux::{E820Kind, E820Table, ZeroPage};
 
@@ -59,6 +60,8 @@ pub enum LinuxError {
     /// A boot-protocol error while building the zero page.
     Image(&'static str, perfvisor_platform::linux::Error),
     InitrdMissing,
+    /// The command line with perfvisor's options would need this many bytes.
+    CmdlineTooLong(usize),
 }
 
 impl fmt::Display for LinuxError {
@@ -67,6 +70,9 @@ impl fmt::Display for LinuxError {
             Self::Bundle(e) => write!(f, "the ramdisk is not a usable bundle: {e}"),
             Self::Load(e) => write!(f, "{e}"),
             Self::Image(part, e) => write!(f, "{part}: {e}"),
+            Self::CmdlineTooLong(n) => {
+                write!(f, "the command line with perfvisor's required options needs {n} bytes: too long")
+            }
             Self::InitrdMissing => f.write_str(
                 "the bundle has no initrd (part initrd or initrd.lz4): perfvisor gives a Linux guest no disk, \
                  so without an initrd it has no root file system",
@@ -111,8 +117,10 @@ pub fn load(
     for (slot, r) in free.iter_mut().zip(ram) {
         *slot = Range::new(r.start, r.end);
     }
-    // Zero page, command line, GDT, PML4, PDPT and four PDs.
-    let cmdline_pages = (cmdline.len() as u64 + 1).div_ceil(4096);
+    // Zero page, command line (with room for the required options), GDT,
+    // PML4, PDPT and four PDs.
+    let room = cmdline.len() + REQUIRED_CMDLINE.iter().map(|r| r.option.len() + 1).sum::<usize>();
+    let cmdline_pages = (room as u64 + 1).div_ceil(4096);
     let block_size = (1 + cmdline_pages + 1 + 6) * 4096;
     let Placement { kernel_at, initrd_at, block_at, .. } =
         linux.place(&free[..ram.len()], 0, block_size).map_err(LinuxError::Load)?;
@@ -125,7 +133,21 @@ pub fn load(
     let block = unsafe { guest_mut(block_at, block_size) };
     block.fill(0);
     let cmdline_at = block_at + 4096;
-    block[4096..4096 + cmdline.len()].copy_from_slice(cmdline);
+    let (cmdline_len, added) = with_required(cmdline, &REQUIRED_CMDLINE, &mut block[4096..4096 + room])
+        .map_err(|e| LinuxError::CmdlineTooLong(e.needed))?;
+    header.check_cmdline(cmdline_len).map_err(|e| LinuxError::Image("cmdline with perfvisor's options", e))?;
+    for (_, r) in REQUIRED_CMDLINE.iter().enumerate().filter(|(i, _)| added & (1 << i) != 0) {
+        log::info!(
+            "linux: `{}` added to the command line: {} (name one of {:?} to choose otherwise)",
+            r.option,
+            r.why,
+            r.overridden_by
+        );
+    }
+    log::info!(
+        "linux: command line {:?}",
+        core::str::from_utf8(&block[4096..4096 + cmdline_len]).unwrap_or("(not UTF-8)")
+    );
     let mut zero_page = ZeroPage::new(&header);
     zero_page.set_cmdline(cmdline_at);
     if initrd_size > 0 {
@@ -176,15 +198,36 @@ pub fn load(
     }
     log::info!(
         "linux: kernel {image_size:#x} bytes (init_size {:#x}, protocol {}.{:02}) at {kernel_at:#x}, entry {:#x}; \
-         initrd {initrd_size:#x} bytes at {initrd_at:#x}; zero page at {block_at:#x}; command line {:?}",
+         initrd {initrd_size:#x} bytes at {initrd_at:#x}; zero page at {block_at:#x}",
         header.init_size,
         header.version >> 8,
         header.version & 0xff,
         kernel_at + entry_offset,
-        core::str::from_utf8(cmdline).unwrap_or("(not UTF-8)")
     );
     Ok(LinuxStart { entry: kernel_at + entry_offset, zero_page: block_at, cr3: tables_at, gdt: gdt_at })
 }
+
+/// What a Linux guest's command line must say about this platform, each
+/// added unless the user's line names a parameter that decides it
+/// (issue 10: one CPU, and no device perfvisor does not give the guest).
+pub const REQUIRED_CMDLINE: [RequiredOption; 3] = [
+    RequiredOption {
+        option: "nosmp",
+        overridden_by: &["nosmp", "maxcpus=", "nr_cpus="],
+        why: "the guest runs on the boot CPU only (SMP guests are not supported yet); it also keeps Linux off \
+              the I/O APIC setup",
+    },
+    RequiredOption {
+        option: "hpet=disable",
+        overridden_by: &["hpet="],
+        why: "the HPET is not mapped for the guest (an access would stop it with an EPT violation)",
+    },
+    RequiredOption {
+        option: "pci=off",
+        overridden_by: &["pci="],
+        why: "PCI configuration space is refused: without an IOMMU in use a device could DMA into perfvisor",
+    },
+];
 
 /// The I/O APIC's register page, where PC firmware puts the first one
 /// (Bochs' MP table and MADT both say 0xfec00000).
@@ -211,9 +254,17 @@ pub const EMULATED_MSRS: &[(u32, u64, &str)] = &[
 
 /// MSRs a Linux guest may read from the hardware (writes #GP): MTRR
 /// capabilities, default type and ranges (the guest sees the platform's
-/// memory types), APERF/MPERF where CPUID.6 advertises them.
+/// memory types), APERF/MPERF where CPUID.6 advertises them; and two that
+/// CPUID advertises (CPUID.7.EDX[29], CPUID.7.EBX[1]) and Linux reads
+/// unchecked, so they must not #GP: IA32_ARCH_CAPABILITIES (0x10a, the
+/// CPU's vulnerability enumeration, read-only) and IA32_TSC_ADJUST (0x3b;
+/// Linux writes it only to undo firmware's non-zero value). A CPU without
+/// them still #GPs the read.
 pub fn readable_msr(msr: u32) -> bool {
-    matches!(msr, 0xfe | 0x2ff | 0x200..=0x213 | 0x250 | 0x258 | 0x259 | 0x268..=0x26f | 0xe7 | 0xe8)
+    matches!(
+        msr,
+        0xfe | 0x2ff | 0x200..=0x213 | 0x250 | 0x258 | 0x259 | 0x268..=0x26f | 0xe7 | 0xe8 | 0x10a | 0x3b
+    )
 }
 
 /// MSRs a Linux guest owns outright (MSR-bitmap pass-through): the TSC
@@ -223,6 +274,12 @@ pub fn readable_msr(msr: u32) -> bool {
 /// perfvisor does not use itself and that hide nothing of its state (a
 /// WRMSR of an MSR the CPU lacks still #GPs in the guest).
 pub const PASSTHROUGH_MSRS: [u32; 4] = [0x6e0, 0x48, 0x49, 0x10b];
+
+/// MSRs a Linux guest reads without an exit (writes still exit and #GP
+/// unless they write the value read, `readable_msr`): APERF and MPERF,
+/// which Linux's scheduler tick reads on every tick for frequency
+/// invariance (an exit each would be a cost of the idle and busy guest).
+pub const READ_PASSTHROUGH_MSRS: [u32; 2] = [0xe7, 0xe8];
 
 /// I/O ports a Linux guest reaches directly (I/O-bitmap pass-through),
 /// with why; every other port keeps the test kernel's policy (reset and
@@ -237,8 +294,26 @@ pub const IO_PASSTHROUGH: &[(core::ops::RangeInclusive<u16>, &str)] = &[
 ];
 
 /// Port 0xf4 (the isa-debug-exit port the test initramfs writes its
-/// verdict to): 0x10 is the guest's success, anything else its failure.
+/// verdict to): 0x10 is the guest's success, `PHASE_MARK | n` the end of
+/// the client's phase `PHASES[n]`, anything else its failure.
 pub const EXIT_PORT: u16 = 0xf4;
+
+/// A phase mark's high nibble on [`EXIT_PORT`] (tests/linux-client).
+pub const PHASE_MARK: u8 = 0x20;
+
+/// The client's phases, by the low nibble of its mark: from the entry to
+/// /init, one second of idle sleep, a counting (`perf stat`-like) run, a
+/// sampling (`perf record`-like) run. Only marked under perfvisor.
+pub const PHASES: [&str; 4] = ["boot", "idle", "perf-stat", "perf-record"];
+
+/// The phase a byte written to [`EXIT_PORT`] marks, if it is a mark.
+pub fn phase_marked(value: u8) -> Option<&'static str> {
+    if value & 0xf0 == PHASE_MARK {
+        PHASES.get(usize::from(value & 0xf)).copied()
+    } else {
+        None
+    }
+}
 
 /// RDMSR for a Linux guest beyond the common policy: `EMULATED_MSRS`, then
 /// `readable_msr` from the hardware; `None`: #GP.

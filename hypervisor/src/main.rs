@@ -214,13 +214,15 @@ fn run_guest(
         }
     };
     let cpuid = cpuid_cache::CpuidCache::build(&vpmu.guest, is_linux);
-    let guard = match guard::Guard::new(caps, config.watchdog_ms) {
+    let mut guard = match guard::Guard::new(caps, config.watchdog_ms) {
         Ok(g) => g,
         Err(e) => {
             error!("vmx: {e}");
             verdict::fail("VMCS setup");
         }
     };
+    // A Linux guest's kernel panic, said on its console, ends it at once (guard.rs).
+    guard.com1.linux = is_linux;
     let mut guest = exits::Guest {
         guard,
         vcpu,
@@ -231,10 +233,15 @@ fn run_guest(
         ram,
         ram_count,
         exits: [0; exits::COUNTED_REASONS],
+        exits_at_phase: [0; exits::COUNTED_REASONS],
         linux: is_linux,
     };
     if is_linux {
-        info!("guest: starting Linux at {entry:#x}");
+        // The TSC at entry: `cargo xtask bench linux` measures the boot to
+        // /init from it (the guest's TSC is the host's: no offsetting).
+        // SAFETY: RDTSC reads a counter; CR4.TSD is clear in root mode.
+        let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+        info!("guest: starting Linux at {entry:#x} (TSC {tsc})");
     } else {
         info!("guest: starting ({scenario:?}) at {entry:#x}");
     }

@@ -272,6 +272,9 @@ impl Vcpu {
                     let _ = bitmap.set_read(msr, Intercept::PassThrough);
                     let _ = bitmap.set_write(msr, Intercept::PassThrough);
                 }
+                for msr in crate::linux::READ_PASSTHROUGH_MSRS {
+                    let _ = bitmap.set_read(msr, Intercept::PassThrough);
+                }
             }
             let global_ctrl = |value| MsrEntry { index: pmu::msr::IA32_PERF_GLOBAL_CTRL, reserved: 0, value };
             if let Some(list) = guest_list {
@@ -329,7 +332,7 @@ impl Vcpu {
             save_global_ctrl_on_exit: round_trip_in_vmcs,
             rdpmc_exiting: vpmu.engine.rdpmc_exiting(),
         };
-        write_controls(&mut v, caps, needs)?;
+        write_controls(&mut v, caps, needs, start.linux.is_none())?;
         if round_trip_in_vmcs {
             v.write64(Vmcs64::GuestPerfGlobalCtrl, vpmu.engine.global_ctrl)?;
         }
@@ -449,9 +452,22 @@ impl Vcpu {
     }
 }
 
-fn write_controls(v: &mut ActiveVmcs, caps: &VmxCaps, pmu: PmuControlNeeds) -> Result<(), SetupError> {
-    let vmx::controls::ResolvedControls { pin, primary, secondary, exit, entry } =
+/// `hlt_exiting`: the test kernel's HLT exits (it yields to perfvisor and
+/// charges the watchdog); a Linux guest's does not: its idle loop halts the
+/// CPU until its own interrupt arrives, with no exit (issue 10: 0 exits per
+/// idle second), where the CPU allows HLT exiting off.
+fn write_controls(
+    v: &mut ActiveVmcs,
+    caps: &VmxCaps,
+    pmu: PmuControlNeeds,
+    hlt_exiting: bool,
+) -> Result<(), SetupError> {
+    let vmx::controls::ResolvedControls { pin, mut primary, secondary, exit, entry } =
         vmx::controls::resolve_for_guest(caps, pmu)?;
+    let hlt = vmx::controls::PrimaryControls::HLT_EXITING.bits();
+    if !hlt_exiting && caps.primary.must_be_one & hlt == 0 {
+        primary &= !hlt;
+    }
     v.write32(Vmcs32::PinControls, pin)?;
     v.write32(Vmcs32::PrimaryControls, primary)?;
     v.write32(Vmcs32::SecondaryControls, secondary)?;

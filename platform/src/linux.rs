@@ -18,6 +18,7 @@
 //!    page's physical address.
 
 pub mod bundled;
+pub mod cmdline;
 pub mod e820;
 pub mod elf;
 pub mod layout;

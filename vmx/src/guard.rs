@@ -257,6 +257,29 @@ pub fn console_safe(b: u8) -> char {
     }
 }
 
+/// What Linux's `panic()` prints first (kernel/panic.c, 6.1:
+/// `pr_emerg("Kernel panic - not syncing: %s\n", buf)`).
+pub const LINUX_PANIC_MARK: &[u8] = b"Kernel panic - not syncing: ";
+
+/// The reason of a Linux kernel panic, from one line of a Linux guest's
+/// console, or `None` for any other line. The mark may follow up to two
+/// printk prefixes in brackets (the time stamp unless `printk.time=0`, the
+/// caller with CONFIG_PRINTK_CALLER), so that other command lines match too;
+/// anywhere else in a line it is text, not the kernel's panic. Cheap on
+/// other lines: they fail on their first bytes.
+pub fn linux_panic_reason(line: &[u8]) -> Option<&[u8]> {
+    let mut rest = line;
+    for _ in 0..2 {
+        if rest.first() != Some(&b'[') {
+            break;
+        }
+        let close = rest.iter().position(|&b| b == b']')?;
+        rest = &rest[close + 1..];
+        rest = rest.strip_prefix(b" ").unwrap_or(rest);
+    }
+    rest.strip_prefix(LINUX_PANIC_MARK)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +379,28 @@ mod tests {
         let allowed = (0..2000).filter(|_| r.allow()).count();
         assert_eq!(allowed, RateLimit::LIMIT as usize);
         assert_eq!(r.suppressed, 2000 - u64::from(RateLimit::LIMIT));
+    }
+
+    #[test]
+    fn linux_panic_lines() {
+        let reason = |l: &str| linux_panic_reason(l.as_bytes()).map(|r| String::from_utf8_lossy(r).into_owned());
+        let vfs = "VFS: Unable to mount root fs on unknown-block(0,0)";
+        assert_eq!(reason(&format!("Kernel panic - not syncing: {vfs}")).as_deref(), Some(vfs));
+        assert_eq!(reason("Kernel panic - not syncing: ").as_deref(), Some(""));
+        // printk's time stamp and caller prefixes.
+        assert_eq!(
+            reason("[    2.345678] Kernel panic - not syncing: No working init found.").as_deref(),
+            Some("No working init found.")
+        );
+        assert_eq!(reason("[    2.345678][    T1] Kernel panic - not syncing: x").as_deref(), Some("x"));
+        assert_eq!(reason("[    T1] Kernel panic - not syncing: x").as_deref(), Some("x"));
+        // Not the kernel's panic line.
+        assert_eq!(reason("---[ end Kernel panic - not syncing: x ]---"), None);
+        assert_eq!(reason("echo Kernel panic - not syncing: x"), None);
+        assert_eq!(reason("Kernel panic - not syncing"), None);
+        assert_eq!(reason("[ unterminated Kernel panic - not syncing: x"), None);
+        assert_eq!(reason("[a] [b] [c] Kernel panic - not syncing: x"), None);
+        assert_eq!(reason(""), None);
     }
 
     #[test]

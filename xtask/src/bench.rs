@@ -14,7 +14,7 @@ const VMX_ROOT: &str = "vmx: entered VMX root mode";
 
 pub fn bench(args: &[String]) -> Fallible<bool> {
     let Some((what, rest)) = args.split_first() else {
-        return Err("bench needs a benchmark name: boot, exits, bochs or pmu-switch".into());
+        return Err("bench needs a benchmark name: boot, exits, bochs, pmu-switch or linux".into());
     };
     match what.as_str() {
         "boot" => boot_bench(rest),
@@ -24,7 +24,8 @@ pub fn bench(args: &[String]) -> Fallible<bool> {
             Options::new(rest).finish()?;
             Ok(crate::bench_pmu::pmu_switch())
         }
-        other => Err(format!("unknown benchmark {other:?} (available: boot, exits, bochs, pmu-switch)")),
+        "linux" => crate::bench_linux::bench_linux(rest),
+        other => Err(format!("unknown benchmark {other:?} (available: boot, exits, bochs, pmu-switch, linux)")),
     }
 }
 

@@ -407,23 +407,11 @@ pub fn pmu_report(args: &[String]) -> Fallible<bool> {
                 .collect();
         columns.push((label, tests, outcome.verdict));
     }
-    let show = |o: Option<&perfvisor_runner::cases::Outcome>| match o {
-        Some(perfvisor_runner::cases::Outcome::Pass) => "ok".to_string(),
-        Some(perfvisor_runner::cases::Outcome::Fail(why)) => format!("FAILED ({why})"),
-        Some(perfvisor_runner::cases::Outcome::Skip(why)) => format!("skipped ({why})"),
-        None => "not run".to_string(),
-    };
+    use crate::side_by_side::{rows, show};
     println!("PMU conformance on {emulator}: natively and as perfvisor's guest");
     println!("{:<40} {:<45} perfvisor guest", "check", "native");
-    let names: Vec<&String> = columns[0].1.iter().chain(columns[1].1.iter()).map(|(n, _)| n).collect();
-    let mut seen = Vec::new();
-    for name in names {
-        if seen.contains(&name) {
-            continue;
-        }
-        seen.push(name);
-        let find = |i: usize| columns[i].1.iter().find(|(n, _)| n == name).map(|(_, o)| o);
-        println!("{name:<40} {:<45} {}", show(find(0)), show(find(1)));
+    for (name, native, guest) in rows(&columns[0].1, &columns[1].1) {
+        println!("{name:<40} {:<45} {}", show(native), show(guest));
     }
     println!("verdicts: native {:?}, guest {:?}", columns[0].2, columns[1].2);
     Ok(true)

@@ -72,7 +72,11 @@ impl Builder {
     /// config) and `guest` (see hypervisor/src/config.rs for the format).
     pub fn image(&self, firmware: Firmware, config: Option<&str>, guest: GuestImage) -> Fallible<PathBuf> {
         if guest == GuestImage::LinuxNative {
-            return self.linux_native_image(firmware, &crate::linux::LinuxSpec::default());
+            // The guest's command line natively too: the same kernel,
+            // initramfs and command line on both sides, so `linux-report`
+            // and `bench linux` compare like with like (`pci=off` alone
+            // changes what ACPI prints during boot).
+            return self.linux_native_image(firmware, &crate::linux::guest_spec());
         }
         if let GuestImage::LinuxGuest(defect) = guest {
             return self.linux_guest_image(firmware, config, &crate::linux::guest_spec(), defect);
@@ -195,6 +199,12 @@ impl Builder {
                     parts.push((name, b"this is not an ELF kernel".to_vec()))
                 }
                 (LinuxDefect::NoInitrd, "initrd" | "initrd.lz4") => {}
+                (LinuxDefect::KernelPanics, "cmdline") => {
+                    let mut line = bytes;
+                    line.push(b' ');
+                    line.extend_from_slice(perfvisor_runner::cases::LINUX_PANIC_APPEND.as_bytes());
+                    parts.push((name, line))
+                }
                 _ => parts.push((name, bytes)),
             }
         }

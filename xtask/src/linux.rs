@@ -311,34 +311,39 @@ pub fn bundle_parts(spec: &LinuxSpec) -> Fallible<Vec<(&'static str, Vec<u8>)>> 
     };
     let bytes = std::fs::read(&kernel).map_err(|e| format!("reading {}: {e}", kernel.display()))?;
     let mut parts: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    let started = Instant::now();
     let elf = if bytes.starts_with(b"\x7fELF") {
-        bytes
+        Some(bytes)
     } else {
         let header = SetupHeader::parse(&bytes).map_err(|e| format!("{}: {e}", kernel.display()))?;
-        parts.push(("setup", bytes[..header.end].to_vec()));
+        let format = payload_format(header.payload(&bytes).map_err(|e| format!("{}: {e}", kernel.display()))?);
         let cached = kernel.with_file_name("vmlinux");
         if spec.kernel.is_none() && cached.is_file() {
-            std::fs::read(&cached).map_err(|e| e.to_string())?
-        } else {
+            parts.push(("setup", bytes[..header.end].to_vec()));
+            Some(std::fs::read(&cached).map_err(|e| e.to_string())?)
+        } else if format == "xz" {
+            parts.push(("setup", bytes[..header.end].to_vec()));
             let elf = extract_vmlinux(&kernel)?;
             if spec.kernel.is_none() {
                 std::fs::write(&cached, &elf).map_err(|e| format!("writing {}: {e}", cached.display()))?;
             }
-            elf
+            Some(elf)
+        } else {
+            // The real-hardware path: the kernel decompresses itself.
+            progress(&format!(
+                "{}: a bzImage with a {format} payload (only xz is extracted here): shipped as is; it \
+                 decompresses itself in the guest",
+                kernel.display()
+            ));
+            parts.push(("bzimage", bytes));
+            None
         }
     };
-    let vmlinux = Vmlinux::parse(&elf).map_err(|e| format!("{}: {e}", kernel.display()))?;
-    let mut flat = vec![0u8; vmlinux.mem_size() as usize];
-    vmlinux.copy_into(&elf, &mut flat).map_err(|e| e.to_string())?;
-    let used = flat.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    flat.truncate(used);
-    // The ELF header and program headers: all the loader needs besides the flat image.
-    let phoff = u64::from_le_bytes(elf[32..40].try_into().expect("8 bytes")) as usize;
-    let phnum = usize::from(u16::from_le_bytes([elf[56], elf[57]]));
-    let headers_end = (phoff + 56 * phnum).max(64);
-    parts.push(("vmlinux-headers", elf[..headers_end.min(elf.len())].to_vec()));
-    let started = Instant::now();
-    parts.push(("vmlinux-flat.lz4", lz4_hc(&flat)?));
+    let kernel_size = match &elf {
+        Some(elf) => push_flat_vmlinux(&mut parts, elf, &kernel)?,
+        None => parts[0].1.len(),
+    };
+    let kernel_lz4 = parts.last().map_or(0, |p| p.1.len());
     let initrd = match &spec.initrd {
         Some(path) => std::fs::read(path).map_err(|e| format!("reading initrd {}: {e}", path.display()))?,
         None => build_initramfs()?,
@@ -346,14 +351,46 @@ pub fn bundle_parts(spec: &LinuxSpec) -> Fallible<Vec<(&'static str, Vec<u8>)>> 
     parts.push(("initrd.lz4", lz4_hc(&initrd)?));
     parts.push(("cmdline", spec.append.as_deref().unwrap_or(DEFAULT_CMDLINE).as_bytes().to_vec()));
     progress(&format!(
-        "bundle: kernel {} MB flat -> {} MB lz4, initrd {} KB -> {} KB ({:.1} s)",
-        flat.len() >> 20,
-        parts[parts.len() - 3].1.len() >> 20,
+        "bundle: kernel {} MB -> {} MB shipped, initrd {} KB -> {} KB lz4 ({:.1} s)",
+        kernel_size >> 20,
+        kernel_lz4 >> 20,
         initrd.len() >> 10,
         parts[parts.len() - 2].1.len() >> 10,
         started.elapsed().as_secs_f64()
     ));
     Ok(parts)
+}
+
+/// The vmlinux as the loaders take it: its ELF and program headers, and
+/// its PT_LOAD segments laid out flat (trailing zeros cut), LZ4'd.
+/// Returns the flat size.
+fn push_flat_vmlinux(parts: &mut Vec<(&'static str, Vec<u8>)>, elf: &[u8], kernel: &Path) -> Fallible<usize> {
+    let vmlinux = Vmlinux::parse(elf).map_err(|e| format!("{}: {e}", kernel.display()))?;
+    let mut flat = vec![0u8; vmlinux.mem_size() as usize];
+    vmlinux.copy_into(elf, &mut flat).map_err(|e| e.to_string())?;
+    let used = flat.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    flat.truncate(used);
+    let phoff = u64::from_le_bytes(elf[32..40].try_into().expect("8 bytes")) as usize;
+    let phnum = usize::from(u16::from_le_bytes([elf[56], elf[57]]));
+    let headers_end = (phoff + 56 * phnum).max(64);
+    parts.push(("vmlinux-headers", elf[..headers_end.min(elf.len())].to_vec()));
+    parts.push(("vmlinux-flat.lz4", lz4_hc(&flat)?));
+    Ok(flat.len())
+}
+
+/// A bzImage payload's compression, by its magic bytes (the kernel's
+/// `CONFIG_KERNEL_*` choices).
+fn payload_format(payload: &[u8]) -> &'static str {
+    const MAGICS: [(&[u8], &str); 7] = [
+        (b"\xfd7zXZ\0", "xz"),
+        (b"\x1f\x8b", "gzip"),
+        (b"\x02\x21\x4c\x18", "lz4"),
+        (b"\x28\xb5\x2f\xfd", "zstd"),
+        (b"BZh", "bzip2"),
+        (b"\x89LZO", "lzo"),
+        (b"\x5d\x00", "lzma"),
+    ];
+    MAGICS.iter().find(|(magic, _)| payload.starts_with(magic)).map_or("unknown", |&(_, name)| name)
 }
 
 /// An LZ4 block with its length prepended, as the native kernel's lz4_flex
@@ -418,4 +455,19 @@ pub fn linux_native(args: &[String]) -> Fallible<bool> {
         std::time::Duration::from_secs(timeout),
         false,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::payload_format;
+
+    #[test]
+    fn payload_formats_by_magic() {
+        assert_eq!(payload_format(b"\xfd7zXZ\0rest"), "xz");
+        assert_eq!(payload_format(b"\x02\x21\x4c\x18rest"), "lz4");
+        assert_eq!(payload_format(b"\x1f\x8b\x08"), "gzip");
+        assert_eq!(payload_format(b"\x28\xb5\x2f\xfd"), "zstd");
+        assert_eq!(payload_format(b"ELF?"), "unknown");
+        assert_eq!(payload_format(b""), "unknown");
+    }
 }

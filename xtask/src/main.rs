@@ -1,12 +1,16 @@
 //! `cargo xtask`: perfvisor's developer CLI. Run `cargo xtask help`.
 
 mod bench;
+mod bench_linux;
 mod bench_pmu;
 mod bochs_build;
 mod commands;
 mod images;
 mod linux;
+mod linux_report;
+mod linux_runs;
 mod setup;
+mod side_by_side;
 mod test;
 
 use std::path::PathBuf;
@@ -43,12 +47,19 @@ cargo xtask <command> [options]
   linux-native [--cpu MODEL] [--kernel FILE] [--initrd FILE] [--append TEXT] [BOCHS OPTIONS]
                               boot a stock Debian kernel (or FILE) natively in Bochs with the
                               LINUXTEST initramfs; `cargo xtask linux-native --help` for more
+  linux-report [--cpu MODEL] [BOCHS OPTIONS] [--from-runs]
+                              Linux's PMU dmesg lines and LINUXTEST checks natively and as perfvisor's
+                              guest, side by side; a difference outside the allowed table fails
+                              (--from-runs: the logs in build/runs/; `cargo xtask linux-report --help`)
   msrs                        regenerate the Bochs msrs files in tests/bochs/ from the models' PMU layouts
   bench boot [--runs N]       median seconds to the first console line and to VMX root
   bench exits [--cpu MODEL]   instructions per CPUID/RDMSR/VMCALL exit, measured by the guest in Bochs
   bench bochs [--runs N] [--cpu MODEL]
                               the counting Bochs' speed with its PMU on vs off, and its build time
   bench pmu-switch            PMU instructions per VM exit/entry and per context switch (SDM model)
+  bench linux [--cpu MODEL] [BOCHS OPTIONS] [--from-runs]
+                              Linux's boot to /init under perfvisor vs natively (Bochs TSC ticks) and
+                              perfvisor's VM exits by reason per phase, per idle second and per PMI
   help                        this text
 
 BOCHS OPTIONS: Bochs is built once from tests/bochs/vendor + tests/bochs/patches (a counting PMU,
@@ -69,7 +80,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let wants_help = rest.iter().any(|a| a == "--help" || a == "-h");
-    if wants_help && command != "linux-native" {
+    if wants_help && !matches!(command.as_str(), "linux-native" | "linux-report") {
         return match command_help(command) {
             Some(text) => {
                 println!("{text}");
@@ -91,6 +102,7 @@ fn main() -> ExitCode {
         "msrs" => commands::msrs(rest),
         "pmu-report" => commands::pmu_report(rest),
         "linux-native" => linux::linux_native(rest),
+        "linux-report" => linux_report::linux_report(rest),
         "test" => test::test(rest),
         "bench" => bench::bench(rest),
         "help" | "--help" | "-h" => {
@@ -198,12 +210,25 @@ impl Options {
 mod tests {
     #[test]
     fn every_command_has_help() {
-        for command in ["build", "image", "run", "qemu", "bochs", "test", "lint", "pmu-report", "msrs", "bench", "help"]
-        {
+        for command in [
+            "build",
+            "image",
+            "run",
+            "qemu",
+            "bochs",
+            "test",
+            "lint",
+            "pmu-report",
+            "linux-report",
+            "msrs",
+            "bench",
+            "help",
+        ] {
             let text = super::command_help(command).unwrap_or_else(|| panic!("no help for {command}"));
             assert!(text.contains(&format!("  {command}")), "{command}: {text}");
         }
         assert!(super::command_help("bench").unwrap().contains("bench bochs"));
+        assert!(super::command_help("bench").unwrap().contains("bench linux"));
         assert!(super::command_help("run").unwrap().contains("--bochs PATH"));
         assert!(super::command_help("frobnicate").is_none());
     }

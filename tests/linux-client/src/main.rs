@@ -108,12 +108,26 @@ mod client {
     // --- perf_event_open ---
 
     const PERF_TYPE_HARDWARE: u32 = 0;
+    const PERF_TYPE_RAW: u32 = 4;
+    const PERF_COUNT_HW_CPU_CYCLES: u64 = 0;
     const PERF_COUNT_HW_INSTRUCTIONS: u64 = 1;
     const PERF_COUNT_HW_BRANCH_INSTRUCTIONS: u64 = 4;
+    const PERF_COUNT_HW_REF_CPU_CYCLES: u64 = 9;
     /// perf_event_attr flag bits.
     const DISABLED: u64 = 1 << 0;
     const EXCLUDE_KERNEL: u64 = 1 << 5;
     const EXCLUDE_HV: u64 = 1 << 6;
+    /// `sample_period` is a frequency (`perf record`'s default, 4000 Hz).
+    const FREQ: u64 = 1 << 10;
+    /// `precise_ip` (bits 15-16): 0 is any skid; 1-3 ask for PEBS.
+    const PRECISE_IP_SHIFT: u32 = 15;
+    const PERF_SAMPLE_IP: u64 = 1 << 0;
+    const PERF_FORMAT_TOTAL_TIME_ENABLED: u64 = 1 << 0;
+    const PERF_FORMAT_TOTAL_TIME_RUNNING: u64 = 1 << 1;
+    const PERF_FORMAT_GROUP: u64 = 1 << 3;
+    const PERF_RECORD_LOST: u32 = 2;
+    const PERF_RECORD_THROTTLE: u32 = 5;
+    const PERF_RECORD_SAMPLE: u32 = 9;
     const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
     const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
     const PERF_EVENT_IOC_RESET: libc::c_ulong = 0x2403;
@@ -139,15 +153,19 @@ mod client {
     impl Counter {
         /// A user-only hardware counter of this process, disabled.
         fn open(config: u64) -> Result<Self, String> {
-            let attr = PerfEventAttr {
-                kind: PERF_TYPE_HARDWARE,
-                size: core::mem::size_of::<PerfEventAttr>() as u32,
-                config,
-                flags: DISABLED | EXCLUDE_KERNEL | EXCLUDE_HV,
-                ..Default::default()
-            };
-            // SAFETY: attr is a valid perf_event_attr of the size it states; pid 0, cpu -1, no group, no flags.
-            let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, &attr as *const PerfEventAttr, 0, -1, -1, 0) };
+            Self::open_attr(
+                PerfEventAttr { config, flags: DISABLED | EXCLUDE_KERNEL | EXCLUDE_HV, ..Default::default() },
+                -1,
+            )
+        }
+
+        /// `attr` (its size filled in) for this process on any CPU, in
+        /// `group` (-1: a leader); the error is perf_event_open's errno.
+        fn open_attr(mut attr: PerfEventAttr, group: libc::c_int) -> Result<Self, String> {
+            attr.size = core::mem::size_of::<PerfEventAttr>() as u32;
+            // SAFETY: attr is a valid perf_event_attr of the size it states; pid 0, cpu -1, no flags.
+            let fd =
+                unsafe { libc::syscall(libc::SYS_perf_event_open, &attr as *const PerfEventAttr, 0, -1, group, 0) };
             if fd < 0 {
                 return Err(format!("perf_event_open: {}", std::io::Error::last_os_error()));
             }
@@ -349,12 +367,412 @@ mod client {
         }
     }
 
+    // --- sampling (what `perf record` asks of the kernel) ---
+
+    /// Pages of a sampling event's ring buffer (a power of two).
+    const RING_PAGES: usize = 16;
+
+    /// A sampling event's mmap: the control page, then the ring.
+    struct Ring {
+        base: *mut u8,
+        len: usize,
+    }
+
+    /// What a ring held: samples with their IPs, lost and throttle records.
+    #[derive(Default)]
+    struct Samples {
+        ips: Vec<u64>,
+        lost: u64,
+        throttled: u64,
+    }
+
+    impl Ring {
+        fn map(counter: &Counter) -> Result<Self, String> {
+            let len = (1 + RING_PAGES) * 4096;
+            // SAFETY: maps the event's control page and ring (read-write,
+            // so the kernel honours data_tail); unmapped in Drop.
+            let base = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    counter.0,
+                    0,
+                )
+            };
+            if base == libc::MAP_FAILED {
+                return Err(format!("mmap of the ring buffer: {}", std::io::Error::last_os_error()));
+            }
+            Ok(Self { base: base.cast(), len })
+        }
+
+        /// Walks the records the kernel wrote (samples of `PERF_SAMPLE_IP`).
+        fn samples(&self) -> Samples {
+            const DATA_HEAD: usize = 1024;
+            let size = RING_PAGES * 4096;
+            // SAFETY: data_head is an aligned u64 inside the control page;
+            // the kernel writes it, hence volatile, then a fence before the data.
+            let head = unsafe { core::ptr::read_volatile(self.base.add(DATA_HEAD).cast::<u64>()) } as usize;
+            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+            let data = self.base.wrapping_add(4096);
+            let byte = |at: usize| -> u8 {
+                // SAFETY: at % size is inside the ring.
+                unsafe { *data.add(at % size) }
+            };
+            let word = |at: usize, n: usize| (0..n).fold(0u64, |v, i| v | (u64::from(byte(at + i)) << (8 * i)));
+            let mut out = Samples::default();
+            // data_tail stays 0, so the kernel never overwrites: once the
+            // ring is full it drops samples and says so in a LOST record.
+            let mut at = 0;
+            while at + 8 <= head.min(size) {
+                let kind = word(at, 4) as u32;
+                let len = word(at + 6, 2) as usize;
+                match kind {
+                    PERF_RECORD_SAMPLE => out.ips.push(word(at + 8, 8)),
+                    PERF_RECORD_LOST => out.lost += word(at + 16, 8),
+                    PERF_RECORD_THROTTLE => out.throttled += 1,
+                    _ => {}
+                }
+                if len < 8 {
+                    break;
+                }
+                at += len;
+            }
+            out
+        }
+    }
+
+    impl Drop for Ring {
+        fn drop(&mut self) {
+            // SAFETY: unmaps what `map` mapped.
+            unsafe { libc::munmap(self.base.cast(), self.len) };
+        }
+    }
+
+    /// PMIs so far: the `PMI:` row of /proc/interrupts (Linux counts each
+    /// performance-monitoring interrupt there, NMI or not).
+    fn pmis() -> u64 {
+        interrupts_row("PMI:")
+    }
+
+    /// NMIs so far: the `NMI:` row of /proc/interrupts.
+    fn nmis() -> u64 {
+        interrupts_row("NMI:")
+    }
+
+    fn interrupts_row(row: &str) -> u64 {
+        let text = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
+        text.lines()
+            .find(|l| l.trim_start().starts_with(row))
+            .map(|l| l.split_whitespace().skip(1).map_while(|w| w.parse::<u64>().ok()).sum())
+            .unwrap_or(0)
+    }
+
+    /// Iterations of the sampled loop: 2,000,000 instructions.
+    const SAMPLED_ITERATIONS: u64 = 1_000_000;
+    /// `perf record -e instructions:u -c 100000`'s period.
+    const SAMPLE_PERIOD: u64 = 100_000;
+
+    /// `perf record -e instructions:u -c 100000` of the known loop: one
+    /// sample per 100,000 user instructions, so exactly 20 over its
+    /// 2,000,000 (plus a few dozen of the ioctls' return paths and the
+    /// call); every sample's IP in the loop's function (where the counter
+    /// overflowed: with no skid in Bochs, right after the overflowing
+    /// instruction).
+    fn record_instructions() -> Check {
+        let attr = PerfEventAttr {
+            config: PERF_COUNT_HW_INSTRUCTIONS,
+            sample_period: SAMPLE_PERIOD,
+            sample_type: PERF_SAMPLE_IP,
+            flags: DISABLED | EXCLUDE_KERNEL | EXCLUDE_HV,
+            wakeup_events: 1 << 20,
+            ..Default::default()
+        };
+        let counter = match Counter::open_attr(attr, -1) {
+            Ok(c) => c,
+            Err(e) => return Check::Failed(e),
+        };
+        let ring = match Ring::map(&counter) {
+            Ok(r) => r,
+            Err(e) => return Check::Failed(e),
+        };
+        let pmis_before = pmis();
+        let counted = counter.measure(known_loop, SAMPLED_ITERATIONS);
+        let pmis_taken = pmis() - pmis_before;
+        let got = ring.samples();
+        let want = (2 * SAMPLED_ITERATIONS) / SAMPLE_PERIOD;
+        let start = known_loop as *const () as usize as u64;
+        let outside: Vec<u64> = got.ips.iter().copied().filter(|ip| !(start..start + 64).contains(ip)).collect();
+        say!(
+            "client: record instructions:u -c {SAMPLE_PERIOD}: {} samples, {} lost, {} throttles, {pmis_taken} PMIs, \
+             count {:?}",
+            got.ips.len(),
+            got.lost,
+            got.throttled,
+            counted
+        );
+        if got.ips.len() as u64 != want || got.lost != 0 {
+            Check::Failed(format!(
+                "{} samples ({} lost, {} throttles, {pmis_taken} PMIs) of {} user instructions, exactly {want} expected",
+                got.ips.len(),
+                got.lost,
+                got.throttled,
+                2 * SAMPLED_ITERATIONS
+            ))
+        } else if !outside.is_empty() {
+            Check::Failed(format!(
+                "{} of {want} samples outside the loop's function at {start:#x}: first at {:#x}",
+                outside.len(),
+                outside[0]
+            ))
+        } else {
+            Check::Ok
+        }
+    }
+
+    /// `perf record` with the default event, as the perf tool opens it:
+    /// `cycles:P` (the most precise level the kernel accepts, tried from 3
+    /// down: anything above 0 is PEBS), 4000 samples per second, user and
+    /// kernel. With PEBS hidden the kernel must refuse every precise level
+    /// (Linux would otherwise pick PEBS and record nothing), and the plain
+    /// event must give samples.
+    fn record_default() -> Check {
+        let mut precise = 3;
+        let counter = loop {
+            let attr = PerfEventAttr {
+                config: PERF_COUNT_HW_CPU_CYCLES,
+                sample_period: 4000,
+                sample_type: PERF_SAMPLE_IP,
+                flags: DISABLED | FREQ | (precise << PRECISE_IP_SHIFT),
+                wakeup_events: 1 << 20,
+                ..Default::default()
+            };
+            match Counter::open_attr(attr, -1) {
+                Ok(c) => break c,
+                Err(_) if precise > 0 => precise -= 1,
+                Err(e) => return Check::Failed(format!("cycles with precise_ip 0: {e}")),
+            }
+        };
+        let ring = match Ring::map(&counter) {
+            Ok(r) => r,
+            Err(e) => return Check::Failed(e),
+        };
+        let pmis_before = pmis();
+        // 20 M instructions: 0.4 s of emulated time at Bochs' 50 M IPS.
+        let counted = counter.measure(known_loop, 10 * SAMPLED_ITERATIONS);
+        let pmis_taken = pmis() - pmis_before;
+        let got = ring.samples();
+        say!(
+            "client: record cycles (default event, precise_ip {precise}): {} samples, {} lost, {} throttles, \
+             {pmis_taken} PMIs, count {:?}",
+            got.ips.len(),
+            got.lost,
+            got.throttled,
+            counted
+        );
+        let pebs_visible = cpu_has_ds();
+        if precise > 0 && !pebs_visible {
+            Check::Failed(format!("the kernel accepted cycles with precise_ip {precise} (PEBS) with no DS in CPUID"))
+        } else if got.ips.len() < 10 {
+            Check::Failed(format!(
+                "{} samples in 20 M instructions at 4000 Hz ({} lost, {pmis_taken} PMIs), at least 10 expected",
+                got.ips.len(),
+                got.lost
+            ))
+        } else {
+            Check::Ok
+        }
+    }
+
+    /// CPUID.1:EDX.DS (bit 21): the debug store PEBS and BTS write through.
+    fn cpu_has_ds() -> bool {
+        core::arch::x86_64::__cpuid(1).edx & (1 << 21) != 0
+    }
+
+    /// `perf stat -e cycles,instructions,ref-cycles` (user and kernel, one
+    /// group, so all three count the same span): each counts, none is
+    /// multiplexed, and instructions cover at least the loop's.
+    fn stat_cycles() -> Check {
+        let events = [
+            ("cycles", PERF_COUNT_HW_CPU_CYCLES),
+            ("instructions", PERF_COUNT_HW_INSTRUCTIONS),
+            ("ref-cycles", PERF_COUNT_HW_REF_CPU_CYCLES),
+        ];
+        group_counts(PERF_TYPE_HARDWARE, &events, |values| {
+            let instructions = values[1];
+            if values.contains(&0) {
+                Err("an event counted 0".to_string())
+            } else if instructions < 2 * SAMPLED_ITERATIONS {
+                Err(format!("instructions {instructions} < the loop's {}", 2 * SAMPLED_ITERATIONS))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    /// Opens `events` as one group of this process (user and kernel), runs
+    /// the known loop, prints the counts and judges them with `judge`.
+    fn group_counts(kind: u32, events: &[(&str, u64)], judge: impl Fn(&[u64]) -> Result<(), String>) -> Check {
+        let mut counters: Vec<Counter> = Vec::new();
+        for (i, &(name, config)) in events.iter().enumerate() {
+            let attr = PerfEventAttr {
+                kind,
+                config,
+                flags: if i == 0 { DISABLED } else { 0 },
+                read_format: PERF_FORMAT_GROUP | PERF_FORMAT_TOTAL_TIME_ENABLED | PERF_FORMAT_TOTAL_TIME_RUNNING,
+                ..Default::default()
+            };
+            let group = counters.first().map_or(-1, |c| c.0);
+            match Counter::open_attr(attr, group) {
+                Ok(c) => counters.push(c),
+                Err(e) => return Check::Failed(format!("{name}: {e}")),
+            }
+        }
+        let leader = &counters[0];
+        leader.ioctl(PERF_EVENT_IOC_RESET);
+        leader.ioctl(PERF_EVENT_IOC_ENABLE);
+        known_loop(SAMPLED_ITERATIONS);
+        leader.ioctl(PERF_EVENT_IOC_DISABLE);
+        // nr, time_enabled, time_running, then one value per event.
+        let mut buf = [0u64; 3 + 8];
+        let want = 8 * (3 + events.len());
+        // SAFETY: reads at most size_of_val(buf) bytes into buf.
+        let n = unsafe { libc::read(leader.0, buf.as_mut_ptr().cast(), core::mem::size_of_val(&buf)) };
+        if n != want as isize {
+            return Check::Failed(format!(
+                "group read gave {n} bytes, want {want}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let values = &buf[3..3 + events.len()];
+        let mut line = String::from("client: stat");
+        for ((name, _), v) in events.iter().zip(values) {
+            let _ = write!(line, " {name} {v}");
+        }
+        say!("{line} (enabled {} ns, running {} ns)", buf[1], buf[2]);
+        if buf[1] != buf[2] {
+            return Check::Failed(format!("multiplexed: running {} ns of {} ns enabled", buf[2], buf[1]));
+        }
+        match judge(values) {
+            Ok(()) => Check::Ok,
+            Err(why) => Check::Failed(why),
+        }
+    }
+
+    /// `perf stat --topdown`: where Linux offers the topdown-* events (the
+    /// PMU has PERF_METRICS), slots and topdown-retiring count in one group.
+    fn topdown() -> Check {
+        let dir = "/sys/bus/event_source/devices/cpu/events";
+        let config = |name: &str| -> Option<u64> {
+            let text = std::fs::read_to_string(format!("{dir}/{name}")).ok()?;
+            // "event=0x00,umask=0x4" -> the raw config (umask << 8 | event).
+            let mut value = 0u64;
+            for field in text.trim().split(',') {
+                let (key, v) = field.split_once('=')?;
+                let v = u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()?;
+                match key {
+                    "event" => value |= v,
+                    "umask" => value |= v << 8,
+                    _ => {}
+                }
+            }
+            Some(value)
+        };
+        let (Some(slots), Some(retiring)) = (config("slots"), config("topdown-retiring")) else {
+            return Check::Skipped(
+                "Linux offers no topdown-* events: the PMU has no PERF_METRICS (IA32_PERF_CAPABILITIES bit 15)".into(),
+            );
+        };
+        group_counts(PERF_TYPE_RAW, &[("slots", slots), ("topdown-retiring", retiring)], |values| {
+            if values[0] == 0 {
+                Err("slots counted 0".into())
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    /// The NMI watchdog (`nmi_watchdog=1`, threshold 1 s): Linux's
+    /// hard-lockup detector takes a pinned cycles counter whose overflow
+    /// is an NMI every `cpu_khz` × 1000 cycles. Enabled here at run time,
+    /// busy in user mode until an NMI arrives (or 4 G instructions), then
+    /// disabled again; the guest must keep running and Linux must not
+    /// report a hard lockup.
+    fn nmi_watchdog() -> Check {
+        let write = |file: &str, value: &str| {
+            std::fs::write(format!("/proc/sys/kernel/{file}"), value).map_err(|e| format!("writing {file}: {e}"))
+        };
+        if let Err(e) = write("watchdog_thresh", "1").and_then(|()| write("nmi_watchdog", "1")) {
+            return Check::Failed(e);
+        }
+        let on = std::fs::read_to_string("/proc/sys/kernel/nmi_watchdog").unwrap_or_default();
+        let before = nmis();
+        let mut rounds = 0;
+        // 100 M instructions a round.
+        while nmis() == before && rounds < 40 {
+            known_loop(50_000_000);
+            rounds += 1;
+        }
+        let fired = nmis() - before;
+        let _ = write("nmi_watchdog", "0");
+        let log = dmesg();
+        let lockup = log.lines().find(|l| l.contains("hard LOCKUP")).map(tidy);
+        let refused = log.lines().find(|l| l.contains("NMI watchdog") && l.contains("failed")).map(tidy);
+        say!("client: nmi watchdog: nmi_watchdog={} {fired} NMIs after {rounds} x 100 M instructions", on.trim());
+        if let Some(l) = refused.or(lockup) {
+            Check::Failed(l)
+        } else if on.trim() != "1" {
+            Check::Failed(format!("/proc/sys/kernel/nmi_watchdog reads {:?} after writing 1", on.trim()))
+        } else if fired == 0 {
+            Check::Failed(format!("no NMI in {rounds} x 100 M instructions"))
+        } else {
+            Check::Ok
+        }
+    }
+
+    // --- phases (perfvisor's exits per phase, `cargo xtask bench linux`) ---
+
+    /// CPUID.1:ECX bit 31: a hypervisor is present (then it is perfvisor,
+    /// whose port 0xf4 takes phase marks; natively nothing is marked).
+    fn under_hypervisor() -> bool {
+        core::arch::x86_64::__cpuid(1).ecx & (1 << 31) != 0
+    }
+
+    fn tsc() -> u64 {
+        // SAFETY: RDTSC only reads the time-stamp counter.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+
+    /// Ends phase `index` of hypervisor/src/linux.rs `PHASES` (`name`):
+    /// its length in TSC ticks, and under perfvisor a mark on port 0xf4
+    /// (perfvisor prints the exits since the previous mark).
+    fn end_phase(index: u8, name: &str, started: u64) -> u64 {
+        let now = tsc();
+        say!("client: phase {name}: TSC {} ticks", now - started);
+        if under_hypervisor() && io_allowed() {
+            // SAFETY: port 0xf4 is perfvisor's; a phase mark only makes it print.
+            unsafe { core::arch::asm!("out dx, al", in("dx") 0xf4u16, in("al") 0x20u8 | index) };
+        }
+        tsc()
+    }
+
+    /// iopl(3) once (PID 1 only: the test machine's own client).
+    fn io_allowed() -> bool {
+        static IOPL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        // SAFETY: iopl(3) lets this process use I/O ports; it is PID 1 of a
+        // throwaway test machine.
+        *IOPL.get_or_init(|| std::process::id() == 1 && unsafe { libc::iopl(3) } == 0)
+    }
+
     /// PMU MSRs whose unchecked access is the PMU's fault.
     fn is_pmu_msr(msr: u32) -> bool {
         matches!(msr, 0xc1..=0xc8 | 0x186..=0x18d | 0x309..=0x30c | 0x329 | 0x345 | 0x38d..=0x392 | 0x4c1..=0x4c8 | 0x1d9)
     }
 
-    fn checks(log: &str, pmu_lines: &[String]) -> Vec<(&'static str, Check)> {
+    /// The checks in order; `phase_start`: the TSC when the perf-stat
+    /// phase began.
+    fn checks(log: &str, pmu_lines: &[String], phase_start: u64) -> Vec<(&'static str, Check)> {
         let cpuid = cpuid_0a();
         let mut out = Vec::new();
         let lines: Vec<String> = log.lines().map(tidy).collect();
@@ -449,6 +867,16 @@ mod client {
         out.push(("linux_instructions_exact", exact("instructions:u", PERF_COUNT_HW_INSTRUCTIONS, 2)));
         out.push(("linux_branches_exact", exact("branches:u", PERF_COUNT_HW_BRANCH_INSTRUCTIONS, 1)));
         out.push(("linux_rdpmc_fixed", rdpmc_fixed()));
+        out.push(("linux_stat_cycles_ref_cycles", stat_cycles()));
+        let started = end_phase(2, "perf-stat", phase_start);
+        let pmis_before = pmis();
+        out.push(("linux_record_instructions", record_instructions()));
+        out.push(("linux_record_default_event", record_default()));
+        let pmis_taken = pmis() - pmis_before;
+        end_phase(3, "perf-record", started);
+        say!("client: phase perf-record: {pmis_taken} PMIs");
+        out.push(("linux_topdown", topdown()));
+        out.push(("linux_nmi_watchdog", nmi_watchdog()));
         out
     }
 
@@ -481,6 +909,12 @@ mod client {
     }
 
     pub fn main() {
+        let reached = tsc();
+        say!("client: /init reached at TSC {reached}");
+        let started = end_phase(0, "boot", 0);
+        // An idle second: perfvisor's exits per idle second.
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let phase_start = end_phase(1, "idle", started);
         let log = dmesg();
         let pmu_lines: Vec<String> = log
             .lines()
@@ -498,7 +932,7 @@ mod client {
         for l in &pmu_lines {
             say!("dmesg: {l}");
         }
-        let results = checks(&log, &pmu_lines);
+        let results = checks(&log, &pmu_lines, phase_start);
         let mut failed = 0;
         for (name, check) in &results {
             match check {

@@ -203,7 +203,7 @@ mod kernel {
         }
         let done = tsc();
         say!(
-            "loaded in {} M TSC ticks (bundle parsing {} M); entering Linux at {:#x} with rsi = {block_at:#x}",
+            "loaded in {} M TSC ticks (bundle parsing {} M); entering Linux at {:#x} with rsi = {block_at:#x} (TSC {done})",
             (done - loaded) / 1_000_000,
             (loaded - start) / 1_000_000,
             kernel_at + entry_offset

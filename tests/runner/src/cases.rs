@@ -40,7 +40,8 @@ pub enum GuestImage {
     LinuxGuest(LinuxDefect),
 }
 
-/// What is wrong with a Linux guest's bundle (e2e cases of the loader's refusals).
+/// What is wrong with a Linux guest's bundle (e2e cases of the loader's
+/// refusals, and of a guest kernel that panics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LinuxDefect {
     None,
@@ -48,7 +49,20 @@ pub enum LinuxDefect {
     MalformedKernel,
     /// No initrd part.
     NoInitrd,
+    /// The command line ends with [`LINUX_PANIC_APPEND`]: the kernel boots,
+    /// then panics.
+    KernelPanics,
 }
+
+/// What [`LinuxDefect::KernelPanics`] appends to the guest's command line.
+/// Linux 6.1 finds no `/no-such-init` in the initramfs, so it mounts the
+/// root device instead (init/main.c `kernel_init_freeable`, then
+/// init/do_mounts.c `prepare_namespace`); `/dev/no-such-disk` names none
+/// (device 0,0) and with `pci=off` there is no disk at all, so the first
+/// mount attempt fails and Linux panics `VFS: Unable to mount root fs on
+/// unknown-block(0,0)`: deterministic, after the console is up (an earlier
+/// panic would print nothing), at the point the initramfs's /init would run.
+pub const LINUX_PANIC_APPEND: &str = "rdinit=/no-such-init root=/dev/no-such-disk";
 
 /// What a case needs from the machine beyond the emulators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

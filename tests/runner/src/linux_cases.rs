@@ -7,7 +7,9 @@
 //! guest's `guest: ` console lines; the guest's write to port 0xf4 ends the
 //! run. `bochs-linux-guest-bad-kernel` and `-no-initrd`: the loader refuses
 //! a malformed kernel and a bundle without an initrd in words, with a fail
-//! verdict.
+//! verdict. `bochs-linux-guest-kernel-panic`: a guest kernel that panics
+//! (`LinuxDefect::KernelPanics`) ends the run at its panic line, with the
+//! reason on perfvisor's console and a fail verdict.
 //!
 //! `bochs-linux-native-*` boot tests/linux-native, which loads the stock
 //! Debian kernel and the LINUXTEST initramfs (xtask/src/linux.rs): Linux's
@@ -84,6 +86,20 @@ pub fn all() -> Vec<Case> {
             LinuxDefect::NoInitrd,
             Expect::Fail("bad Linux guest"),
             &["linux: the Linux guest cannot be loaded: the bundle has no initrd"],
+        ),
+        // The kernel panics (the root device it is told to mount does not
+        // exist): perfvisor reads the panic line on the guest's console and
+        // fails the run with its reason, before the reboot that follows.
+        guest(
+            "bochs-linux-guest-kernel-panic",
+            "tigerlake",
+            LinuxDefect::KernelPanics,
+            Expect::Fail("guest stopped: guest kernel panic"),
+            &[
+                "guest: starting Linux at",
+                "guest: Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
+                "linux: the guest kernel panicked: VFS: Unable to mount root fs on unknown-block(0,0)",
+            ],
         ),
         guest(
             "bochs-linux-guest-tigerlake",
