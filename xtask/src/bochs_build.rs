@@ -295,22 +295,26 @@ fn ensure_build_deps() -> Fallible<()> {
         .filter(|(what, _)| if what.starts_with('/') { !Path::new(what).exists() } else { which(what).is_none() })
         .map(|(_, package)| *package)
         .collect();
+    install_packages(&missing, "building Bochs")
+}
+
+/// Installs Debian `packages` with apt-get (as root; else says how), for
+/// `what` ("building Bochs").
+pub fn install_packages(packages: &[&str], what: &str) -> Fallible<()> {
+    let missing = packages;
     if missing.is_empty() {
         return Ok(());
     }
     let command = format!("apt-get update && apt-get install -y {}", missing.join(" "));
     if !is_root() {
-        return Err(format!(
-            "building Bochs needs {}; install them with:\n    sudo sh -c '{command}'",
-            missing.join(", ")
-        ));
+        return Err(format!("{what} needs {}; install them with:\n    sudo sh -c '{command}'", missing.join(", ")));
     }
-    eprintln!("xtask: installing Bochs' build dependencies: {command}");
+    eprintln!("xtask: installing what {what} needs: {command}");
     run_checked(Command::new("apt-get").arg("update").arg("-q"), "apt-get update")?;
     run_checked(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
+            .args(missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
         "apt-get install",
     )

@@ -246,21 +246,73 @@ const INIT: &str = "#!/bin/sh
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo \"<2>init: Linux $(/bin/busybox uname -r) up; running the PMU checks\" > /dev/kmsg
+export HOME=/tmp PATH=/usr/bin:/bin
 exec /bin/perfvisor-linux-client
 ";
 
-/// The test initramfs (newc cpio): busybox, the client, /init, /dev/console.
+/// Debian's perf tool, which the client runs as its `linux_perf_*`
+/// checks: `/usr/bin/perf` from `linux-perf` (installed with apt-get when
+/// missing, as Bochs' build dependencies are) and every shared library it
+/// loads, where `ldd` finds them on this Debian host. Returns (path in the
+/// initramfs, bytes).
+fn perf_tool() -> Fallible<Vec<(String, Vec<u8>)>> {
+    const PERF: &str = "/usr/bin/perf";
+    if !Path::new(PERF).exists() {
+        crate::bochs_build::install_packages(&["linux-perf"], "the Linux test initramfs's perf tool")?;
+    }
+    let out = Command::new("ldd").arg(PERF).output().map_err(|e| format!("running ldd {PERF}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ldd {PERF} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let mut files = vec![PERF.to_string()];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // `libx.so.1 => /lib/.../libx.so.1 (0x...)`, `/lib64/ld-linux-x86-64.so.2 (0x...)`, `linux-vdso.so.1 (0x...)`.
+        let path = match line.split_once("=>") {
+            Some((name, _)) if line.contains("not found") => {
+                return Err(format!("ldd {PERF}: {} not found on this host", name.trim()));
+            }
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(path) = path {
+            files.push(path.to_string());
+        }
+    }
+    files
+        .into_iter()
+        .map(|path| {
+            // Symlinks followed: the library's bytes under the name the loader asks for.
+            let bytes = std::fs::read(&path).map_err(|e| format!("reading {path}: {e}"))?;
+            Ok((path.trim_start_matches('/').to_string(), bytes))
+        })
+        .collect()
+}
+
+/// Every directory above `path` (`a/b/c` -> `a`, `a/b`).
+fn parents(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
+}
+
+/// The test initramfs (newc cpio): busybox, the client, Debian's perf tool
+/// with its libraries, /init, /dev/console.
 pub fn build_initramfs() -> Fallible<Vec<u8>> {
     let busybox = std::fs::read(busybox()?).map_err(|e| format!("reading busybox: {e}"))?;
     let client = build_client()?;
     let client = std::fs::read(&client).map_err(|e| format!("reading {}: {e}", client.display()))?;
-    progress(&format!("initramfs: busybox {} KB, client {} KB", busybox.len() >> 10, client.len() >> 10));
+    let perf = perf_tool()?;
+    progress(&format!(
+        "initramfs: busybox {} KB, client {} KB, perf and {} libraries {} KB",
+        busybox.len() >> 10,
+        client.len() >> 10,
+        perf.len() - 1,
+        perf.iter().map(|(_, b)| b.len()).sum::<usize>() >> 10
+    ));
     use cpio::newc::Builder;
     const DIR: u32 = 0o040_755;
     const EXE: u32 = 0o100_755;
     const LINK: u32 = 0o120_777;
     const CHR: u32 = 0o020_600;
-    let entries: Vec<(Builder, &[u8])> = vec![
+    let mut entries: Vec<(Builder, &[u8])> = vec![
         (Builder::new("bin").mode(DIR), b""),
         (Builder::new("dev").mode(DIR), b""),
         (Builder::new("dev/console").mode(CHR).rdev_major(5).rdev_minor(1), b""),
@@ -272,6 +324,12 @@ pub fn build_initramfs() -> Fallible<Vec<u8>> {
         (Builder::new("bin/perfvisor-linux-client").mode(EXE), &client),
         (Builder::new("init").mode(EXE), INIT.as_bytes()),
     ];
+    // The kernel's unpacker makes no missing parent directory: each first.
+    let mut dirs: Vec<&str> = perf.iter().flat_map(|(path, _)| parents(path)).filter(|d| *d != "bin").collect();
+    dirs.sort();
+    dirs.dedup();
+    entries.extend(dirs.into_iter().map(|d| (Builder::new(d).mode(DIR), &b""[..])));
+    entries.extend(perf.iter().map(|(path, bytes)| (Builder::new(path).mode(EXE), bytes.as_slice())));
     let mut out = Vec::new();
     for (ino, (builder, bytes)) in (1..).zip(entries) {
         let mut w = builder.ino(ino).nlink(1).write(&mut out, bytes.len() as u32);

@@ -731,6 +731,205 @@ mod client {
         }
     }
 
+    // --- Debian's perf tool (the initramfs carries it and its libraries) ---
+
+    const PERF: &str = "/usr/bin/perf";
+    const SELF: &str = "/bin/perfvisor-linux-client";
+
+    /// Runs perf with `args`; its stdout and stderr together, or why not.
+    fn perf(args: &[&str]) -> Result<String, String> {
+        let out = std::process::Command::new(PERF)
+            .args(args)
+            .output()
+            .map_err(|e| format!("running perf {}: {e}", args.join(" ")))?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!("perf {} exited with {}: {}", args.join(" "), out.status, last_lines(&text)))
+        }
+    }
+
+    /// The last two lines of `text`, on one line (for a FAILED reason).
+    fn last_lines(text: &str) -> String {
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines[lines.len().saturating_sub(2)..].join(" | ")
+    }
+
+    /// `perf stat -x,` counts by event name (`<not counted>` etc. are errors).
+    fn perf_stat(events: &str, iterations: &str) -> Result<Vec<(String, u64)>, String> {
+        let text = perf(&["stat", "-x,", "-e", events, "--", SELF, "--loop", iterations])?;
+        let mut counts = Vec::new();
+        for line in text.lines().filter(|l| l.split(',').count() >= 3) {
+            let fields: Vec<&str> = line.split(',').collect();
+            let value = fields[0].trim();
+            let name = fields[2].trim().to_string();
+            match value.parse() {
+                Ok(v) => counts.push((name, v)),
+                Err(_) => return Err(format!("perf stat says {name}: {value}")),
+            }
+        }
+        if counts.is_empty() {
+            return Err(format!("no counts in perf stat's output: {}", last_lines(&text)));
+        }
+        Ok(counts)
+    }
+
+    /// `perf stat -e instructions:u,branches:u` of this program's loop at
+    /// two lengths (fixed-width arguments, so the runs differ only in the
+    /// loop): the differences are exactly the loop's 2 instructions and 1
+    /// branch per iteration. The smallest of 3 runs per length, as above.
+    fn perf_tool_stat_exact() -> Check {
+        // Address-space randomisation changes how many instructions the
+        // program's start-up runs (alignment prologues over a randomly
+        // placed stack: ~10 between runs, seen here): off while measuring.
+        const ASLR: &str = "/proc/sys/kernel/randomize_va_space";
+        let aslr = std::fs::read_to_string(ASLR).unwrap_or_else(|_| "2".into());
+        let _ = std::fs::write(ASLR, "0");
+        let check = perf_tool_stat_differences();
+        let _ = std::fs::write(ASLR, aslr.trim());
+        check
+    }
+
+    /// Up to 7 rounds of both lengths, until the smallest counts so far
+    /// differ exactly: a timer tick during a run adds one user-mode
+    /// instruction and branch (the return to user mode counts at CPL 3)
+    /// and here a tick comes every ~200,000 instructions, so a run of
+    /// ~110,000 user instructions is often disturbed.
+    fn perf_tool_stat_differences() -> Check {
+        let want = [2 * (LONG - SHORT), LONG - SHORT];
+        let mut smallest = [[u64::MAX; 2]; 2];
+        let mut rounds = 0;
+        let mut diff = [0, 0];
+        while rounds < 7 && diff != want {
+            rounds += 1;
+            for (i, n) in ["0001000", "0021000"].iter().enumerate() {
+                match perf_stat("instructions:u,branches:u", n) {
+                    Ok(counts) => {
+                        for (j, event) in ["instructions:u", "branches:u"].iter().enumerate() {
+                            match counts.iter().find(|(name, _)| name == event) {
+                                Some(&(_, v)) => smallest[i][j] = smallest[i][j].min(v),
+                                None => return Check::Failed(format!("perf stat printed no {event}")),
+                            }
+                        }
+                    }
+                    Err(e) => return Check::Failed(e),
+                }
+            }
+            diff = [smallest[1][0].wrapping_sub(smallest[0][0]), smallest[1][1].wrapping_sub(smallest[0][1])];
+        }
+        say!(
+            "client: perf stat: instructions:u {} / {}, branches:u {} / {} (1,000 / 21,000 iterations, smallest of \
+             {rounds})",
+            smallest[0][0],
+            smallest[1][0],
+            smallest[0][1],
+            smallest[1][1]
+        );
+        if diff == want {
+            Check::Ok
+        } else {
+            Check::Failed(format!(
+                "differences instructions:u {} (want {}), branches:u {} (want {}) after {rounds} rounds",
+                diff[0], want[0], diff[1], want[1]
+            ))
+        }
+    }
+
+    /// `perf stat -e cycles,instructions,ref-cycles` runs and counts all three.
+    fn perf_tool_stat_cycles() -> Check {
+        match perf_stat("cycles,instructions,ref-cycles", "1000000") {
+            Ok(counts) if counts.len() == 3 && counts.iter().all(|(_, v)| *v > 0) => {
+                say!("client: perf stat: {counts:?}");
+                Check::Ok
+            }
+            Ok(counts) => Check::Failed(format!("counts {counts:?}")),
+            Err(e) => Check::Failed(e),
+        }
+    }
+
+    /// Samples in a perf.data file (`perf script`, one line per sample).
+    fn perf_samples(file: &str) -> Result<usize, String> {
+        Ok(perf(&["script", "-i", file, "-F", "ip"])?.lines().filter(|l| !l.trim().is_empty()).count())
+    }
+
+    /// `perf record -e instructions:u -c 100000` of 2,000,000 loop
+    /// instructions: 20 samples, plus at most two for the program's own
+    /// start and exit (under 200,000 user instructions).
+    fn perf_tool_record_instructions() -> Check {
+        let file = "/tmp/instructions.data";
+        let record = perf(&[
+            "record",
+            "-q",
+            "-B",
+            "-N",
+            "-o",
+            file,
+            "-e",
+            "instructions:u",
+            "-c",
+            "100000",
+            "--",
+            SELF,
+            "--loop",
+            "1000000",
+        ]);
+        if let Err(e) = record {
+            return Check::Failed(e);
+        }
+        match perf_samples(file) {
+            Ok(n) => {
+                say!("client: perf record -e instructions:u -c 100000: {n} samples");
+                if (20..=22).contains(&n) {
+                    Check::Ok
+                } else {
+                    Check::Failed(format!("{n} samples, want 20-22"))
+                }
+            }
+            Err(e) => Check::Failed(e),
+        }
+    }
+
+    /// `perf record` with no event: the perf tool picks `cycles:P` and
+    /// falls back to what the kernel accepts; samples must arrive (with
+    /// PEBS visible and not working, none would).
+    fn perf_tool_record_default() -> Check {
+        let file = "/tmp/default.data";
+        if let Err(e) = perf(&["record", "-q", "-B", "-N", "-o", file, "--", SELF, "--loop", "10000000"]) {
+            return Check::Failed(e);
+        }
+        let event = perf(&["evlist", "-i", file]).unwrap_or_default();
+        match perf_samples(file) {
+            Ok(n) => {
+                say!("client: perf record (default event {}): {n} samples", event.trim());
+                if n >= 10 {
+                    Check::Ok
+                } else {
+                    Check::Failed(format!("{n} samples of {}, want 10 or more", event.trim()))
+                }
+            }
+            Err(e) => Check::Failed(e),
+        }
+    }
+
+    /// `perf stat --topdown` (system-wide, as perf requires): where the PMU
+    /// has PERF_METRICS it must run. Elsewhere it skips and says what perf
+    /// did: on pre-Icelake models perf falls back to the older topdown-*
+    /// events, which the emulated PMU counts as 0 (tests/bochs/PMU.md).
+    fn perf_tool_topdown() -> Check {
+        let metrics = std::path::Path::new("/sys/bus/event_source/devices/cpu/events/topdown-retiring").exists();
+        let run = perf(&["stat", "--topdown", "-a", "--", SELF, "--loop", "100000"]);
+        match run {
+            Ok(_) if metrics => Check::Ok,
+            Err(e) if metrics => Check::Failed(e),
+            Ok(text) => Check::Skipped(format!(
+                "no PERF_METRICS; perf ran its older topdown events: {}",
+                last_lines(&text).split_whitespace().collect::<Vec<_>>().join(" ")
+            )),
+            Err(e) => Check::Skipped(format!("no PERF_METRICS, and perf says so: {e}")),
+        }
+    }
+
     // --- phases (perfvisor's exits per phase, `cargo xtask bench linux`) ---
 
     /// CPUID.1:ECX bit 31: a hypervisor is present (then it is perfvisor,
@@ -875,6 +1074,11 @@ mod client {
         let pmis_taken = pmis() - pmis_before;
         end_phase(3, "perf-record", started);
         say!("client: phase perf-record: {pmis_taken} PMIs");
+        out.push(("linux_perf_tool_stat_exact", perf_tool_stat_exact()));
+        out.push(("linux_perf_tool_stat_cycles", perf_tool_stat_cycles()));
+        out.push(("linux_perf_tool_record_instructions", perf_tool_record_instructions()));
+        out.push(("linux_perf_tool_record_default", perf_tool_record_default()));
+        out.push(("linux_perf_tool_topdown", perf_tool_topdown()));
         out.push(("linux_topdown", topdown()));
         out.push(("linux_nmi_watchdog", nmi_watchdog()));
         out
@@ -909,6 +1113,18 @@ mod client {
     }
 
     pub fn main() {
+        // `--loop N`: the known loop, N iterations, and nothing else (what
+        // the perf tool checks measure as a child of perf).
+        let args: Vec<String> = std::env::args().collect();
+        if args.len() == 3 && args[1] == "--loop" {
+            match args[2].parse() {
+                Ok(n) => {
+                    known_loop(n);
+                    std::process::exit(0);
+                }
+                Err(_) => std::process::exit(2),
+            }
+        }
         let reached = tsc();
         say!("client: /init reached at TSC {reached}");
         let started = end_phase(0, "boot", 0);
