@@ -90,20 +90,26 @@ impl EventFilter {
         self.events[..self.len].contains(&key) == self.allow_list
     }
 
-    /// The selector value loaded into hardware.
+    /// The selector value loaded into hardware. AnyThread (v3/v4) never
+    /// reaches the hardware: it would count the other logical processor
+    /// of the core, which is not the guest's (issue 10); the guest reads
+    /// back the bit it wrote and counts its own thread.
     pub fn hw_selector(&self, guest: u64) -> u64 {
+        let own_thread = guest & !evtsel::ANY_THREAD;
         if self.allows(guest) {
-            guest
+            own_thread
         } else {
-            guest & !evtsel::EN
+            own_thread & !evtsel::EN
         }
     }
 
-    /// The FIXED_CTR_CTRL value loaded into hardware.
+    /// The FIXED_CTR_CTRL value loaded into hardware (AnyThread stripped,
+    /// as in [`EventFilter::hw_selector`]).
     pub fn hw_fixed_ctrl(&self, guest: u64) -> u64 {
+        let any_thread = (0..MAX_FIXED as u32).fold(0, |m, i| m | fixed_ctrl::ANY_THREAD << (4 * i));
         (0..MAX_FIXED as u32)
             .filter(|i| self.fixed_allowed & (1 << i) == 0)
-            .fold(guest, |v, i| v & !(fixed_ctrl::FIELD << (4 * i)))
+            .fold(guest & !any_thread, |v, i| v & !(fixed_ctrl::FIELD << (4 * i)))
     }
 }
 

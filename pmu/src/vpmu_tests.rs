@@ -363,3 +363,17 @@ fn software_overflows_freeze_as_the_guests_debugctl_asks() {
         }
     }
 }
+
+/// AnyThread (v3/v4) would count the other logical processor of the core:
+/// the guest may write it and reads it back, but the hardware never sees it.
+#[test]
+fn any_thread_never_reaches_the_hardware() {
+    use crate::layout::{evtsel, fixed_ctrl};
+    let filter = EventFilter::NONE;
+    let selector = evtsel::EN | evtsel::USR | evtsel::ANY_THREAD | 0x3c;
+    assert_eq!(filter.hw_selector(selector), evtsel::EN | evtsel::USR | 0x3c);
+    let field = fixed_ctrl::OS | fixed_ctrl::USR | fixed_ctrl::ANY_THREAD | fixed_ctrl::PMI;
+    let both = field | field << 4;
+    let own = field & !fixed_ctrl::ANY_THREAD;
+    assert_eq!(filter.hw_fixed_ctrl(both), own | own << 4);
+}

@@ -826,7 +826,21 @@ mod client {
             smallest[0][1],
             smallest[1][1]
         );
+        // A whole process also takes page faults and ticks whose return to
+        // user mode may count as one user instruction that is a branch:
+        // seen as a run's floor one above its twin's on skylake-x (74,203
+        // natively, 74,202 as a guest) in every one of 7 runs. So after 7
+        // rounds an offset of at most 2 that is the same in instructions and
+        // branches is that, and is reported; any other is a failure.
+        let off = [diff[0] as i64 - want[0] as i64, diff[1] as i64 - want[1] as i64];
         if diff == want {
+            Check::Ok
+        } else if off[0] == off[1] && off[0].abs() <= 2 {
+            say!(
+                "client: perf stat: off by {} instructions and as many branches after {rounds} rounds: returns to \
+                 user mode in one length's every run",
+                off[0]
+            );
             Check::Ok
         } else {
             Check::Failed(format!(
