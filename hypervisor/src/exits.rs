@@ -90,6 +90,8 @@ pub struct Guest {
     pub exits: [u64; COUNTED_REASONS],
     /// `exits` when the Linux guest last marked a phase (`report_phase`).
     pub exits_at_phase: [u64; COUNTED_REASONS],
+    /// The phases already reported (bit i: `crate::linux::PHASES[i]`).
+    pub phases_reported: u32,
     /// The guest is Linux: `crate::linux`'s MSR and port policy applies.
     pub linux: bool,
 }

@@ -652,8 +652,12 @@ impl Guest {
             return Ok(None);
         }
         if self.linux && q.port() == crate::linux::EXIT_PORT && !q.is_in() {
-            if let Some(phase) = crate::linux::phase_marked(self.vcpu.regs.rax as u8) {
-                self.report_phase(phase);
+            if let Some((index, phase)) = crate::linux::phase_marked(self.vcpu.regs.rax as u8) {
+                // Each phase once: a guest repeating marks cannot flood the log.
+                if self.phases_reported & (1 << index) == 0 {
+                    self.phases_reported |= 1 << index;
+                    self.report_phase(phase);
+                }
                 self.retire_emulated()?;
                 return Ok(None);
             }

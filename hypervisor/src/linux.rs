@@ -257,8 +257,10 @@ pub const EMULATED_MSRS: &[(u32, u64, &str)] = &[
 /// memory types), APERF/MPERF where CPUID.6 advertises them; and two that
 /// CPUID advertises (CPUID.7.EDX[29], CPUID.7.EBX[1]) and Linux reads
 /// unchecked, so they must not #GP: IA32_ARCH_CAPABILITIES (0x10a, the
-/// CPU's vulnerability enumeration, read-only) and IA32_TSC_ADJUST (0x3b;
-/// Linux writes it only to undo firmware's non-zero value). A CPU without
+/// CPU's vulnerability enumeration, read-only; [`ARCH_CAPABILITIES_HIDDEN`]
+/// masked) and IA32_TSC_ADJUST (0x3b; Linux writes it only to undo a
+/// non-zero value, which would #GP: a host whose firmware set it is not
+/// supported yet). A CPU without
 /// them still #GPs the read.
 pub fn readable_msr(msr: u32) -> bool {
     matches!(
@@ -278,8 +280,9 @@ pub const PASSTHROUGH_MSRS: [u32; 4] = [0x6e0, 0x48, 0x49, 0x10b];
 /// MSRs a Linux guest reads without an exit (writes still exit and #GP
 /// unless they write the value read, `readable_msr`): APERF and MPERF,
 /// which Linux's scheduler tick reads on every tick for frequency
-/// invariance (an exit each would be a cost of the idle and busy guest).
-pub const READ_PASSTHROUGH_MSRS: [u32; 2] = [0xe7, 0xe8];
+/// invariance, and TSC_ADJUST, which its idle loop checks once a second
+/// (an exit each would be a cost of the idle and busy guest).
+pub const READ_PASSTHROUGH_MSRS: [u32; 3] = [0xe7, 0xe8, 0x3b];
 
 /// I/O ports a Linux guest reaches directly (I/O-bitmap pass-through),
 /// with why; every other port keeps the test kernel's policy (reset and
@@ -306,14 +309,22 @@ pub const PHASE_MARK: u8 = 0x20;
 /// sampling (`perf record`-like) run. Only marked under perfvisor.
 pub const PHASES: [&str; 4] = ["boot", "idle", "perf-stat", "perf-record"];
 
-/// The phase a byte written to [`EXIT_PORT`] marks, if it is a mark.
-pub fn phase_marked(value: u8) -> Option<&'static str> {
+/// The phase a byte written to [`EXIT_PORT`] marks, if it is a mark:
+/// its index and name.
+pub fn phase_marked(value: u8) -> Option<(usize, &'static str)> {
+    let index = usize::from(value & 0xf);
     if value & 0xf0 == PHASE_MARK {
-        PHASES.get(usize::from(value & 0xf)).copied()
+        PHASES.get(index).map(|&name| (index, name))
     } else {
         None
     }
 }
+
+/// IA32_ARCH_CAPABILITIES bits that announce MSRs a Linux guest cannot
+/// use here (they #GP): TSX_CTRL (bit 7, MSR 0x122), FB_CLEAR_CTRL (bit 18,
+/// MSR 0x123), GDS_CTRL (bit 25, MSR 0x123). Linux writes those MSRs when
+/// told they exist; hidden, as KVM hides them from its guests.
+pub const ARCH_CAPABILITIES_HIDDEN: u64 = 1 << 7 | 1 << 18 | 1 << 25;
 
 /// RDMSR for a Linux guest beyond the common policy: `EMULATED_MSRS`, then
 /// `readable_msr` from the hardware; `None`: #GP.
@@ -322,7 +333,8 @@ pub fn read_msr(msr: u32) -> Option<u64> {
         return Some(value);
     }
     if readable_msr(msr) {
-        return crate::arch::msr::rdmsr_checked(msr).ok();
+        let value = crate::arch::msr::rdmsr_checked(msr).ok()?;
+        return Some(if msr == 0x10a { value & !ARCH_CAPABILITIES_HIDDEN } else { value });
     }
     None
 }

@@ -234,6 +234,7 @@ fn run_guest(
         ram_count,
         exits: [0; exits::COUNTED_REASONS],
         exits_at_phase: [0; exits::COUNTED_REASONS],
+        phases_reported: 0,
         linux: is_linux,
     };
     if is_linux {

@@ -454,8 +454,8 @@ impl Vcpu {
 
 /// `hlt_exiting`: the test kernel's HLT exits (it yields to perfvisor and
 /// charges the watchdog); a Linux guest's does not: its idle loop halts the
-/// CPU until its own interrupt arrives, with no exit (issue 10: 0 exits per
-/// idle second), where the CPU allows HLT exiting off.
+/// CPU until its own interrupt arrives, with no exit (issue 10's target of
+/// 0 exits per idle second), where the CPU allows HLT exiting off.
 fn write_controls(
     v: &mut ActiveVmcs,
     caps: &VmxCaps,

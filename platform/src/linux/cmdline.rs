@@ -37,8 +37,9 @@ fn names(line: &[u8], name: &str) -> bool {
     })
 }
 
-/// Writes `user` plus each missing option of `required` into `out`;
-/// returns the length and which options were added (a bit per entry).
+/// Writes `user` plus each missing option of `required` into `out`, the
+/// options before any ` -- ` (after it the words are init's); returns the
+/// length and which options were added (a bit per entry).
 pub fn with_required(user: &[u8], required: &[RequiredOption], out: &mut [u8]) -> Result<(usize, u32), TooLong> {
     let user = user.strip_suffix(b"\0").unwrap_or(user);
     let mut len = 0;
@@ -52,7 +53,9 @@ pub fn with_required(user: &[u8], required: &[RequiredOption], out: &mut [u8]) -
         *len = end;
         Ok(())
     };
-    push(user, &mut len)?;
+    let init_args = user.windows(4).position(|w| w == b" -- ").unwrap_or(user.len());
+    let (kernel_part, init_part) = user.split_at(init_args);
+    push(kernel_part, &mut len)?;
     for (i, r) in required.iter().enumerate() {
         if r.overridden_by.iter().any(|name| names(user, name)) {
             continue;
@@ -63,6 +66,7 @@ pub fn with_required(user: &[u8], required: &[RequiredOption], out: &mut [u8]) -
         push(r.option.as_bytes(), &mut len)?;
         added |= 1 << i;
     }
+    push(init_part, &mut len)?;
     Ok((len, added))
 }
 
@@ -98,7 +102,7 @@ mod tests {
         // `nosmpx` is another word; `maxcpus` without `=` is not `maxcpus=`;
         // after ` -- ` the words are init's.
         assert_eq!(run("nosmpx maxcpus pcix=1").1, 0b11);
-        assert_eq!(run("quiet -- nosmp pci=off").1, 0b11);
+        assert_eq!(run("quiet -- nosmp pci=off"), ("quiet nosmp pci=off -- nosmp pci=off".into(), 0b11));
     }
 
     #[test]
